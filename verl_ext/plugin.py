@@ -1,0 +1,44 @@
+"""verl-ext's registrations into verl, loaded by verl in every process through the ``verl.plugins`` entry point.
+
+verl 0.9.1 imports this module at the end of ``import verl`` in the driver and in every Ray worker, and silently
+ignores a plugin that raises (it logs at DEBUG). So this module does only cheap, import-safe registrations, and
+``registered_names()`` lets tests and users check that they happened.
+"""
+
+from __future__ import annotations
+
+from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+from verl_ext import _verl_compat
+from verl_ext.platform.cpu import PLATFORM_NAME, cpu_platform_selected, register_cpu_platform
+
+
+def _load_hf_replica():
+    from verl_ext.rollout.hf_replica import HFReplica
+
+    return HFReplica
+
+
+def register_all() -> None:
+    register_cpu_platform()
+    _verl_compat.install()
+    RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)
+    if cpu_platform_selected():
+        _verl_compat.register_cpu_training_engines()
+
+
+def registered_names() -> dict[str, list[str]]:
+    """What verl-ext has registered in this process, by verl registry."""
+    from verl.plugin.platform import PlatformRegistry, get_platform
+    from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+
+    names = {
+        "platforms": [n for n in PlatformRegistry.registered_names() if n == PLATFORM_NAME],
+        "current_platform": [get_platform().device_name],
+        "rollout_replicas": [n for n in RolloutReplicaRegistry._registry if n == _verl_compat.HF_ROLLOUT_NAME],
+        "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
+    }
+    return names
+
+
+register_all()
