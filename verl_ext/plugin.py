@@ -7,6 +7,8 @@ ignores a plugin that raises (it logs at DEBUG). So this module does only cheap,
 
 from __future__ import annotations
 
+import logging
+
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 from verl_ext import _verl_compat
@@ -41,4 +43,9 @@ def registered_names() -> dict[str, list[str]]:
     return names
 
 
-register_all()
+try:
+    register_all()
+except Exception:
+    # verl logs plugin import failures at DEBUG only; make this one visible before it re-raises.
+    logging.getLogger(__name__).exception("verl_ext plugin failed to register")
+    raise

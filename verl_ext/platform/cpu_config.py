@@ -65,6 +65,38 @@ def check_rollout_name(config: DictConfig) -> None:
         )
 
 
+def _as_list(files) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, str):
+        return [files]
+    return [str(f) for f in files]
+
+
+def check_dataset_files(config: DictConfig) -> None:
+    """Every local parquet in data.train_files / data.val_files has a non-empty prompt in every row."""
+    import pyarrow.parquet as pq
+
+    prompt_key = _get(config, "data.prompt_key", "prompt")
+    for field in ("data.train_files", "data.val_files"):
+        for path in _as_list(_get(config, field)):
+            if not path.endswith(".parquet") or not os.path.isfile(path):
+                continue  # remote or non-parquet sources are verl's to read
+            columns = pq.read_schema(path).names
+            if prompt_key not in columns:
+                raise ConfigError(
+                    f"{field}: {path} has no {prompt_key!r} column (data.prompt_key); its columns are {columns}. "
+                    "Each row needs a chat prompt: a list of {'role', 'content'} messages."
+                )
+            prompts = pq.read_table(path, columns=[prompt_key]).column(prompt_key).to_pylist()
+            for index, prompt in enumerate(prompts):
+                if prompt is None or len(prompt) == 0:
+                    raise ConfigError(
+                        f"{field}: row {index} of {path} has an empty {prompt_key!r}. Every row needs a chat prompt "
+                        "(a list of {'role', 'content'} messages); fix or drop the row."
+                    )
+
+
 def _required_rank_slots(config: DictConfig) -> int:
     slots = int(_get(config, "trainer.n_gpus_per_node", 1)) * int(_get(config, "trainer.nnodes", 1))
     if _get(config, "reward.reward_model.enable", False) and _get(config, "reward.reward_model.enable_resource_pool", False):
@@ -140,6 +172,7 @@ def check_trainer_config(config: DictConfig, on_cpu: bool) -> list[str]:
     """All driver-side checks; on the CPU platform also the CPU preparation."""
     check_rollout_name(config)
     check_model_path(config)
+    check_dataset_files(config)
     if on_cpu:
         changes = prepare_cpu_config(config)
         if changes:

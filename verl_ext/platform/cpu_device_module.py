@@ -20,8 +20,8 @@ def _rss_bytes() -> int:
 
 
 def _peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # ru_maxrss is in KiB on Linux and is refreshed lazily; never report a peak below the current size.
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _rss_bytes())
 
 
 def _mem_get_info(device=None) -> tuple[int, int]:

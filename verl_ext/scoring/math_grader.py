@@ -12,13 +12,17 @@ the ground truth is accepted without math-verify.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
+import json
 import os
+import select
+import subprocess
+import sys
 import threading
 from collections import Counter
 from typing import Optional
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("VERL_EXT_GRADE_TIMEOUT_S", "5"))
+STARTUP_TIMEOUT_S = 120.0
 
 STATUS_CORRECT = "correct"
 STATUS_WRONG = "wrong"
@@ -63,24 +67,6 @@ def _normalise(answer: str) -> str:
     return answer.strip().strip("$").replace(" ", "").rstrip(".")
 
 
-def _verify_in_child(conn) -> None:
-    # Runs in the grading process: the main thread of its own process, so math-verify's signals are usable,
-    # but the parent enforces the budget by killing us, which also covers C-level hangs.
-    from math_verify import parse, verify
-
-    while True:
-        try:
-            gold, predicted = conn.recv()
-        except EOFError:
-            return
-        try:
-            gold_parsed = parse(gold, parsing_timeout=None)
-            pred_parsed = parse(predicted, parsing_timeout=None)
-            conn.send(("ok", bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as an explicit `error` grade
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
 class MathGrader:
     """Grades answers in a child process; thread-safe; counts outcomes in ``stats``."""
 
@@ -91,39 +77,62 @@ class MathGrader:
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
         self._proc = None
-        self._conn = None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_verify_in_child, args=(child,), daemon=True, name="verl_ext-math-grader")
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "verl_ext.scoring._grader_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        # Importing math-verify and sympy takes ~0.5 s (more on a cold disk); it is not charged to any item.
+        ready, _, _ = select.select([self._proc.stdout], [], [], STARTUP_TIMEOUT_S)
+        if not ready or json.loads(self._proc.stdout.readline() or "[null]")[0] != "ready":
+            self._kill()
+            raise RuntimeError(
+                f"the math-verify grading process did not start within {STARTUP_TIMEOUT_S}s; "
+                "check that math-verify imports in this environment (python -c 'import math_verify')."
+            )
+        self.stats["grader_starts"] += 1
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(timeout=5)
-        self._proc = self._conn = None
+            self._proc.wait(timeout=5)
+        self._proc = None
 
     def close(self) -> None:
         with self._lock:
             self._kill()
 
+    def __del__(self):
+        if getattr(self, "_proc", None) is not None:
+            self._proc.kill()
+
     def verify(self, gold: str, predicted: str) -> tuple[str, object]:
         """('ok', bool) | ('timeout', None) | ('error', message). Holds the lock for at most ~timeout_s."""
         with self._lock:
-            if self._proc is None or not self._proc.is_alive():
+            if self._proc is None or self._proc.poll() is not None:
                 self._start()
-            self._conn.send((gold, predicted))
-            # The first call also pays the child's import of math-verify/sympy (~1-2 s): not the item's fault.
-            budget = self.timeout_s + (15.0 if self.stats["calls"] == 0 else 0.0)
             self.stats["calls"] += 1
-            if not self._conn.poll(budget):
+            try:
+                self._proc.stdin.write(json.dumps([gold, predicted]) + "\n")
+                self._proc.stdin.flush()
+            except BrokenPipeError:
+                self._kill()
+                return "error", "math-verify child process died"
+            ready, _, _ = select.select([self._proc.stdout], [], [], self.timeout_s)
+            if not ready:
                 self._kill()
                 return "timeout", None
-            return self._conn.recv()
+            line = self._proc.stdout.readline()
+            if not line:
+                self._kill()
+                return "error", "math-verify child process died"
+            kind, value = json.loads(line)
+            return kind, value
 
     def grade(self, response: str, ground_truth: str) -> Grade:
         if ground_truth is None or str(ground_truth).strip() == "":

@@ -1,0 +1,47 @@
+import os
+
+# Triton kernels run on CPU only through the interpreter, and it must be chosen before any @triton.jit runs.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random-weight tiny Qwen2 with its tokenizer (no warm start)."""
+    from verl_ext.testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture(scope="session")
+def warm_model_dir(tmp_path_factory):
+    """The tiny Qwen2 after the supervised warm start on the arithmetic task."""
+    from verl_ext.testing.tiny_model import build_tiny_model
+    from verl_ext.testing.warm_start import warm_start
+
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny_warm"))
+    warm_start(path, max_seconds=60, max_steps=400)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session: starting Ray costs seconds on 2 cores."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,78 @@
+"""Driver-side checks of a verl trainer config, on verl's real ppo_trainer composed with our CPU delta."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from verl_ext.config import config_dir
+from verl_ext.platform.cpu_config import ConfigError, check_trainer_config, prepare_cpu_config
+
+
+def _compose(tmp_path, *overrides):
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        return compose(config_name="cpu_smoke", overrides=[f"actor_rollout_ref.model.path={model}", *overrides])
+
+
+def test_fills_cpu_defaults(tmp_path):
+    cfg = _compose(tmp_path, "trainer.n_gpus_per_node=2")
+    changes = prepare_cpu_config(cfg)
+    assert cfg.trainer.device == "cpu"
+    assert cfg.ray_kwargs.ray_init.num_gpus == 2
+    assert cfg.ray_kwargs.ray_init.num_cpus >= 3 * 2 + 1 + 1 + 2
+    assert cfg.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    assert any("num_gpus=2" in c for c in changes)
+
+
+def test_gpu_only_rollout_is_refused_with_the_fix(tmp_path):
+    cfg = _compose(tmp_path, "actor_rollout_ref.rollout.name=vllm")
+    with pytest.raises(ConfigError, match=r"rollout.name='vllm' needs a GPU.*rollout.name=hf"):
+        prepare_cpu_config(cfg)
+
+
+def test_too_few_declared_slots_is_refused(tmp_path):
+    cfg = _compose(tmp_path, "trainer.n_gpus_per_node=2", "+ray_kwargs.ray_init.num_gpus=1")
+    with pytest.raises(ConfigError, match="num_gpus=1 declares fewer rank slots.*set it to 2"):
+        prepare_cpu_config(cfg)
+
+
+def test_flash_attention_on_cpu_is_refused(tmp_path):
+    cfg = _compose(tmp_path, "+actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2")
+    with pytest.raises(ConfigError, match="flash_attention_2.*sdpa"):
+        prepare_cpu_config(cfg)
+
+
+def test_unknown_rollout_name_lists_known_ones(tmp_path):
+    cfg = _compose(tmp_path, "actor_rollout_ref.rollout.name=hff")
+    with pytest.raises(ConfigError, match=r"'hff' is not a registered rollout. Known: \[.*'hf'.*\]"):
+        check_trainer_config(cfg, on_cpu=True)
+
+
+def test_missing_model_folder(tmp_path):
+    cfg = _compose(tmp_path, f"actor_rollout_ref.model.path={tmp_path / 'nope'}")
+    with pytest.raises(ConfigError, match=r"model.path=.*nope' is not a folder.*verl_ext.testing.tiny_model"):
+        check_trainer_config(cfg, on_cpu=True)
+
+
+def test_hub_ids_are_left_to_transformers(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cfg = _compose(tmp_path, "actor_rollout_ref.model.path=Qwen/Qwen2.5-0.5B")
+    check_trainer_config(cfg, on_cpu=False)
+
+
+def test_dataset_row_without_a_prompt(tmp_path):
+    import pandas as pd
+
+    from verl_ext.platform.cpu_config import check_dataset_files
+    from verl_ext.testing import arithmetic
+
+    train, _ = arithmetic.build_rows(4, 0)
+    train[2]["prompt"] = []
+    pd.DataFrame(train).to_parquet(tmp_path / "bad.parquet")
+    cfg = _compose(tmp_path, f"data.train_files={tmp_path / 'bad.parquet'}")
+    with pytest.raises(ConfigError, match=r"row 2 of .*bad.parquet has an empty 'prompt'"):
+        check_dataset_files(cfg)
+    pd.DataFrame(train).drop(columns=["prompt"]).to_parquet(tmp_path / "nocol.parquet")
+    cfg = _compose(tmp_path, f"data.train_files={tmp_path / 'nocol.parquet'}")
+    with pytest.raises(ConfigError, match=r"has no 'prompt' column \(data.prompt_key\)"):
+        check_dataset_files(cfg)

@@ -1,0 +1,25 @@
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from verl_ext.rollout.hf_engine import HFGenerationEngine
+from verl_ext.rollout.sampling import SamplingParams
+from verl_ext.scoring.math_grader import last_boxed
+from verl_ext.testing import arithmetic
+
+
+def test_warm_start_gives_rewards_that_vary_within_groups(warm_model_dir):
+    """After the warm start the model answers in the boxed format and is right some of the time, not always."""
+    tok = AutoTokenizer.from_pretrained(warm_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(warm_model_dir, dtype=torch.float32).eval()
+    engine = HFGenerationEngine(model, tok, [tok.eos_token_id], tok.pad_token_id, seed=0)
+    train, _ = arithmetic.build_rows(64, 0)
+    prompts = [tok(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False),
+                   add_special_tokens=False)["input_ids"] for r in train]
+    outs = engine.generate(prompts, [SamplingParams(max_new_tokens=32, n=4)] * len(prompts))
+    correct = [[last_boxed(tok.decode(g.token_ids)) == r["reward_model"]["ground_truth"] for g in o] for o, r in zip(outs, train)]
+    accuracy = sum(map(sum, correct)) / (4 * len(correct))
+    mixed = sum(0 < sum(c) < 4 for c in correct) / len(correct)
+    boxed = sum(last_boxed(tok.decode(g.token_ids)) is not None for o in outs for g in o) / (4 * len(outs))
+    assert boxed > 0.9
+    assert 0.15 < accuracy < 0.95
+    assert mixed > 0.2
