@@ -85,6 +85,7 @@ class HFRolloutServer:
         self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=int(rollout_config.seed or 0))
         self.max_model_len = int(rollout_config.prompt_length + rollout_config.response_length)
         self.response_length = int(rollout_config.response_length)
+        self.ignore_eos = bool(getattr(rollout_config, "ignore_eos", False))
         self.global_steps: Optional[int] = None
         self._pending: list[_Request] = []
         self._batcher: Optional[asyncio.Task] = None
@@ -121,7 +122,10 @@ class HFRolloutServer:
             raise ValueError("hf rollout generates from text prompts only; this request carries image/video/audio data.")
         prompt_ids = [int(t) for t in prompt_ids]
         default_max = max(1, min(self.response_length, self.max_model_len - len(prompt_ids)))
-        params = SamplingParams.from_request(sampling_params, default_max)
+        request = dict(sampling_params)
+        if self.ignore_eos:
+            request.setdefault("ignore_eos", True)  # actor_rollout_ref.rollout.ignore_eos, as vLLM applies it
+        params = SamplingParams.from_request(request, default_max)
         if params.n != 1:
             raise ValueError(f"sampling_params n={params.n}: a generate() call returns one sequence; send n requests.")
         if self._paused:
