@@ -10,6 +10,7 @@ EXPECTED = {
     "current_platform": ["cpu"],
     "rollout_replicas": ["hf"],
     "rollout_adapters": ["hf/async"],
+    "adv_estimators": ["re2"],
 }
 
 

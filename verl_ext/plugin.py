@@ -21,8 +21,18 @@ def _load_hf_replica():
     return HFReplica
 
 
+def register_re2() -> None:
+    from verl.trainer.ppo import core_algos
+
+    from verl_ext.re2.advantage import re2_advantage_estimator
+
+    if core_algos.ADV_ESTIMATOR_REGISTRY.get("re2") is not re2_advantage_estimator:
+        core_algos.register_adv_est("re2")(re2_advantage_estimator)
+
+
 def register_all() -> None:
     register_cpu_platform()
+    register_re2()
     _verl_compat.install()
     RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)
     if cpu_platform_selected():
@@ -32,6 +42,7 @@ def register_all() -> None:
 def registered_names() -> dict[str, list[str]]:
     """What verl-ext has registered in this process, by verl registry."""
     from verl.plugin.platform import PlatformRegistry, get_platform
+    from verl.trainer.ppo import core_algos
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
     names = {
@@ -39,6 +50,7 @@ def registered_names() -> dict[str, list[str]]:
         "current_platform": [get_platform().device_name],
         "rollout_replicas": [n for n in RolloutReplicaRegistry._registry if n == _verl_compat.HF_ROLLOUT_NAME],
         "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
+        "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n == "re2"],
     }
     return names
 
