@@ -11,6 +11,7 @@ EXPECTED = {
     "rollout_replicas": ["hf"],
     "rollout_adapters": ["hf/async"],
     "adv_estimators": ["re2"],
+    "trainers": ["re2_sync"],
 }
 
 

@@ -28,12 +28,14 @@ def register_re2() -> None:
 
     if core_algos.ADV_ESTIMATOR_REGISTRY.get("re2") is not re2_advantage_estimator:
         core_algos.register_adv_est("re2")(re2_advantage_estimator)
+    import verl_ext.re2.trainer  # noqa: F401  registers trainer.v1.trainer_mode=re2_sync
 
 
 def register_all() -> None:
     register_cpu_platform()
-    register_re2()
+    # Patches first: they must be in place before anything imports the verl modules that bind patched names.
     _verl_compat.install()
+    register_re2()
     RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)
     if cpu_platform_selected():
         _verl_compat.register_cpu_training_engines()
@@ -43,6 +45,7 @@ def registered_names() -> dict[str, list[str]]:
     """What verl-ext has registered in this process, by verl registry."""
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.trainer.ppo import core_algos
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
     names = {
@@ -51,6 +54,7 @@ def registered_names() -> dict[str, list[str]]:
         "rollout_replicas": [n for n in RolloutReplicaRegistry._registry if n == _verl_compat.HF_ROLLOUT_NAME],
         "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
         "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n == "re2"],
+        "trainers": [n for n in TRAINER_REGISTRY if n == "re2_sync"],
     }
     return names
 

@@ -28,6 +28,12 @@ def reference_response(a: int, op: str, b: int) -> str:
     return f"{a} {op} {b} = {answer}. The answer is \\boxed{{{answer}}}."
 
 
+def redo_response(a: int, op: str, b: int) -> str:
+    """An abandoned attempt: a wrong intermediate result, then Re²'s redo phrase."""
+    _, answer = make_problem(a, op, b)
+    return f"{a} {op} {b} = {int(answer) + 1}? It's better to redo the question."
+
+
 def all_problems(max_operand: int = 9, ops: str = "+-") -> list[tuple[int, str, int]]:
     return [(a, op, b) for op in ops for a in range(max_operand + 1) for b in range(max_operand + 1)]
 
@@ -76,4 +82,5 @@ def corpus(max_operand: int = 9, ops: str = "+-*") -> list[str]:
     for a, op, b in all_problems(max_operand, ops):
         texts.append(make_problem(a, op, b)[0])
         texts.append(reference_response(a, op, b))
+        texts.append(redo_response(a, op, b))
     return texts

@@ -16,13 +16,14 @@ import torch
 from verl_ext.testing import arithmetic
 
 
-def _encode(tokenizer, a: int, op: str, b: int) -> tuple[list[int], int]:
+def _encode(tokenizer, a: int, op: str, b: int, redo: bool = False) -> tuple[list[int], int]:
     question, _ = arithmetic.make_problem(a, op, b)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
     )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(arithmetic.reference_response(a, op, b), add_special_tokens=False)["input_ids"]
+    response = arithmetic.redo_response(a, op, b) if redo else arithmetic.reference_response(a, op, b)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
@@ -33,11 +34,14 @@ def warm_start(
     batch_size: int = 32,
     lr: float = 3e-3,
     holdout_fraction: float = 0.3,
+    redo_fraction: float = 0.15,
     seed: int = 0,
 ) -> dict:
     """Train the model in ``model_dir`` in place; returns ``{"steps", "seconds", "first_loss", "last_loss"}``.
 
     Trains on a fixed subset of problems (``1 - holdout_fraction``) so held-out problems stay only partly solved.
+    For a ``redo_fraction`` of the problems a second example abandons a wrong attempt with Re²'s redo phrase instead of answering, so a
+    Re² run on the model sees all three outcomes (correct, incorrect, redo).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -51,6 +55,7 @@ def warm_start(
     rng.shuffle(problems)
     train = problems[: int(len(problems) * (1 - holdout_fraction))]
     examples = [_encode(tokenizer, *p) for p in train]
+    examples += [_encode(tokenizer, *p, redo=True) for p in train if rng.random() < redo_fraction]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     start = time.perf_counter()
     first_loss = last_loss = float("nan")

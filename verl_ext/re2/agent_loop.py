@@ -1,0 +1,147 @@
+"""Re²'s two-stage rollout inside verl's v1 trainer, through its agent-loop manager extension point.
+
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=verl_ext.re2.agent_loop.Re2AgentLoopManager
+
+verl's v1 agent-loop worker handles one question per coroutine (``_run_prompt``): it runs ``rollout.n`` sessions and
+writes each session's trajectory to TransferQueue under ``{question uid}_{session}_{index}``. ``Re2AgentLoopWorker``
+keeps that contract and replaces what a question's coroutine does for training batches: n full responses, n
+prefixes, m continuations per prefix (``verl_ext.re2.question_rollout``), each continuation written as one session
+whose prompt is prompt + prefix (so the prefix gets no loss) and whose reward is Re²'s three-way reward. Each row's
+``uid`` field is then set to its prefix group (plus ``#redo`` for redo rows) for ``adv_estimator=re2``.
+Validation batches run verl's own path unchanged.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+from verl_ext.re2.config import Re2Config
+from verl_ext.re2.question_rollout import filter_metric_values, rollout_question
+from verl_ext.re2.redo import RedoDetector
+from verl_ext.scoring.math_grader import default_grader
+
+FILTER_METRIC = "re2_filter"
+
+
+def re2_config_from(trainer_config) -> Re2Config:
+    block = trainer_config.get("re2", None)
+    values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
+    return Re2Config.from_mapping(values)
+
+
+class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.re2 = re2_config_from(self.config)
+        self.detector = RedoDetector(self.tokenizer, self.re2.redo_phrase)
+        self.grader = default_grader()
+
+    def _prompt_ids(self, messages) -> list[int]:
+        kwargs = dict(self.config.data.get("apply_chat_template_kwargs", None) or {})
+        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **kwargs)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
+        if trajectory["validate"]:
+            return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
+        import transfer_queue as tq
+
+        uid = prompt["uid"]
+        await tq.async_kv_put(key=uid, partition_id="train", tag={"status": "running"})
+        try:
+            await self._run_re2_question(prompt, sampling_params, trajectory)
+            status = "finished"
+        except Exception:  # noqa: BLE001 - verl's contract: a failed question is reported, logged, and refilled
+            import logging
+
+            logging.getLogger(__name__).exception("Re² rollout failed for question %s", uid)
+            status = "failure"
+        await tq.async_kv_put(key=uid, partition_id="train", tag={"status": status})
+
+    async def _run_re2_question(self, prompt: dict, sampling_params: dict, trajectory: dict) -> None:
+        import transfer_queue as tq
+
+        uid = prompt["uid"]
+        prompt.pop("__do_sample__", None)
+        n = int(prompt.pop("__rollout_n__", self.config.actor_rollout_ref.rollout.n))
+        rollout_cfg = self.config.actor_rollout_ref.rollout
+        params = dict(sampling_params)
+        if self.re2.stop_at_redo:
+            params["stop"] = [self.re2.stop_string]
+
+        async def generate(prompt_ids, max_tokens):
+            out = await self.llm_client.generate(
+                request_id=f"{uid}-{random.getrandbits(64):x}", prompt_ids=prompt_ids,
+                sampling_params=dict(params, max_tokens=max_tokens),
+            )
+            return list(out.token_ids), out.log_probs, dict(out.extra_fields)
+
+        ground_truth = (prompt.get("reward_model") or {}).get("ground_truth")
+        seed = zlib.crc32(f"{self.re2.seed}:{uid}".encode())
+        result = await rollout_question(
+            question_uid=uid,
+            prompt_ids=self._prompt_ids(prompt["raw_prompt"]),
+            ground_truth=ground_truth,
+            num_prefixes=n,
+            config=self.re2,
+            generate=generate,
+            grade=self.grader.grade,
+            detector=self.detector,
+            eos_token_id=self.tokenizer.eos_token_id,
+            response_length=int(rollout_cfg.response_length),
+            rng=random.Random(seed),
+            max_prompt_length=int(rollout_cfg.prompt_length),
+        )
+        rows = result.kept or result.continuations  # all-degenerate questions go to verl's filter for eviction
+        filter_values = filter_metric_values(result)
+        summary = result.summary()
+        keys = []
+        for session, (row, filter_value) in enumerate(zip(rows, filter_values)):
+            info = {
+                "score": row.score,
+                "acc": float(row.outcome == "correct"),
+                "redo": float(row.outcome == "redo"),
+                FILTER_METRIC: float(filter_value),
+                "grading_timeout": float(row.grade_status == "timeout"),
+                "re2_outcome": row.outcome,
+                "re2_group": row.group.uid,
+                "re2_length": len(row.token_ids),
+                **{f"re2_q_{k}": v for k, v in summary.items()},
+            }
+            extra = dict(row.extra)
+            extra["reward_extra_info"] = info
+            output = AgentLoopOutput(
+                prompt_ids=row.group.continuation_prompt_ids,
+                response_ids=row.token_ids,
+                response_mask=[1] * len(row.token_ids),
+                response_logprobs=None,
+                reward_score=row.reward,
+                num_turns=2,
+                metrics={},
+                extra_fields=extra,
+            )
+            await self._agent_loop_postprocess(output, False, **{**prompt, "session_id": session})
+            keys.append(f"{uid}_{session}_0")
+        # verl keys a question's rows by its uid; the advantage groups them by prefix group (and class).
+        fields = list_of_dict_to_tensordict([{"uid": row.row_uid} for row in rows])
+        await tq.async_kv_batch_put(keys=keys, partition_id="train", fields=TensorDict(dict(fields), batch_size=len(rows)))
+
+
+import ray  # noqa: E402
+
+Re2AgentLoopWorker = ray.remote(_Re2Worker)
+
+
+class Re2AgentLoopManager(AgentLoopManagerTQ):
+    """verl's v1 agent-loop manager with Re²'s worker."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = Re2AgentLoopWorker

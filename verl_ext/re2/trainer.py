@@ -1,0 +1,65 @@
+"""``re2_sync``: verl's synchronous v1 PPO trainer plus Re²'s per-step metrics (``trainer.v1.trainer_mode=re2_sync``).
+
+Registered with verl's ``register_trainer``. The only change is a hook around the advantage computation that reads
+the rows' ``reward_extra_info`` (written by ``Re2AgentLoopWorker``) from TransferQueue and logs ``re2/*`` and
+``grading/timeouts``; the training step itself is verl's.
+"""
+
+from __future__ import annotations
+
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+from verl_ext.re2.filtering import re2_metrics
+
+
+def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float]:
+    """Re² metrics from the trained rows' reward_extra_info; pre-filter counts come once per question."""
+    if not infos:
+        return {}
+    metrics = re2_metrics(
+        [i["re2_outcome"] for i in infos], [i["re2_length"] for i in infos], [i["score"] for i in infos],
+        [i["re2_group"] for i in infos],
+    )
+    per_question = {}
+    for key, info in zip(question_keys, infos):
+        per_question[key] = {k[len("re2_q_"):]: v for k, v in info.items() if k.startswith("re2_q_")}
+    totals = {name: sum(q[name] for q in per_question.values()) for name in next(iter(per_question.values()))}
+    answered = totals["continuations"] - totals["redo"]
+    metrics.update({
+        "re2/redo_rate": totals["redo"] / max(totals["continuations"], 1),
+        "re2/acc_non_redo": totals["correct"] / answered if answered else 0.0,
+        "re2/degenerate_group_frac": totals["degenerate_groups"] / max(totals["groups"], 1),
+        "re2/kept_frac": totals["kept"] / max(totals["continuations"], 1),
+        "re2/num_continuations": float(totals["continuations"]),
+        "re2/trained_rows": float(len(infos)),
+        "grading/timeouts": float(totals["grading_timeouts"]),
+    })
+    return metrics
+
+
+@register_trainer("re2_sync")
+class Re2PPOTrainer(PPOTrainerSync):
+    """verl's ``sync`` trainer: verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules, so
+    this trainer reports ``sync`` whatever name it was selected by."""
+
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:
+        self.selected_mode = value
+
+    def _compute_advantage(self, batch, metrics: dict):
+        import transfer_queue as tq
+
+        rows = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
+        keys = [batch.keys[i] for i in rows]
+        if keys:
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+            extra = data.pop("extra_fields").tolist()
+            infos = [e.get("reward_extra_info", {}) if isinstance(e, dict) else {} for e in extra]
+            if all("re2_outcome" in i for i in infos):
+                metrics.update(step_metrics(infos, [k.split("_")[0] for k in keys]))
+        return super()._compute_advantage(batch, metrics)
