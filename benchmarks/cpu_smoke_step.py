@@ -84,7 +84,7 @@ def main() -> None:
         parser.error("--steps must be >= 2: step 1 is warm-up")
     sampler = TreeRSSSampler()
     sampler.start()
-    result = cpu_smoke.run(Path(args.out), steps=args.steps, extra=OVERRIDES)
+    result = cpu_smoke.run(Path(args.out), steps=args.steps, extra=OVERRIDES, config_name="cpu_smoke")
     sampler.stop.set()
     sampler.join()
     if result["returncode"] != 0:

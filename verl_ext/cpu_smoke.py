@@ -1,10 +1,12 @@
-"""The CPU training smoke: GRPO on a tiny local model through ``python -m verl.trainer.main_ppo``.
+"""The CPU training smoke: Re² (default) or plain GRPO on a tiny local model through verl's own trainer.
 
-    python -m verl_ext.cpu_smoke [--out runs/cpu_smoke] [--steps 2] [-- extra hydra overrides ...]
+    python -m verl_ext.cpu_smoke [--out runs/cpu_smoke] [--steps 2] [--config-name re2_cpu_smoke|cpu_smoke]
+                                 [extra hydra overrides ...]
 
 Builds (once) a tiny Qwen2 with a locally trained tokenizer and a short supervised warm start, writes the built-in
-arithmetic task as verl RL parquet, then runs verl's own trainer with the ``cpu_smoke`` config delta (rollout
-``hf``, math-verify reward) and prints where the step metrics went (JSON lines, one per step).
+arithmetic task as verl RL parquet, then runs ``python -m verl.trainer.main_ppo`` with the chosen config delta
+(rollout ``hf``, math-verify grading; Re²'s two-stage rollout and three-way reward for ``re2_cpu_smoke``) and
+prints where the step metrics went (JSON lines, one per step).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def trainer_command(
     ]
 
 
-def run(out: Path, steps: int = 2, extra=(), warm_start_seconds: float = 60.0, config_name: str = "cpu_smoke") -> dict:
+def run(out: Path, steps: int = 2, extra=(), warm_start_seconds: float = 60.0,
+        config_name: str = "re2_cpu_smoke") -> dict:
     """Run the smoke; returns {"metrics": path, "returncode": int, "seconds": float}."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/cpu_smoke")
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--config-name", default="cpu_smoke")
+    parser.add_argument("--config-name", default="re2_cpu_smoke", choices=["re2_cpu_smoke", "cpu_smoke"])
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for verl's trainer")
     args = parser.parse_args(argv)
     result = run(Path(args.out), args.steps, args.overrides, config_name=args.config_name)
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     records = read_metrics(result["metrics"])
     for record in records:
         data = record["data"]
-        keys = ("critic/score/mean", "actor/pg_loss", "timing_s/step")
+        keys = ("critic/score/mean", "re2/redo_rate", "re2/acc_non_redo", "actor/pg_loss", "timing_s/step")
         print(f"step {record['step']}: " + ", ".join(f"{k}={data[k]:.4g}" for k in keys if k in data))
     print(f"metrics: {result['metrics']} ({len(records)} steps, {result['seconds']} s)")
     return 0

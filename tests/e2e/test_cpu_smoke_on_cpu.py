@@ -23,7 +23,7 @@ EXPECTED_KEYS = {
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("cpu_smoke")
-    result = run(out, steps=2)
+    result = run(out, steps=2, config_name="cpu_smoke")
     log = open(result["log"]).read()
     assert result["returncode"] == 0, log[-6000:]
     return out, read_metrics(result["metrics"])

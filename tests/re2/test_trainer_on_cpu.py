@@ -1,0 +1,26 @@
+import pytest
+
+from verl_ext.re2.trainer import Re2PPOTrainer, step_metrics
+
+
+def _info(outcome, score, group, q_counts):
+    return {"re2_outcome": outcome, "re2_length": 10, "score": score, "re2_group": group,
+            **{f"re2_q_{k}": v for k, v in q_counts.items()}}
+
+
+def test_step_metrics_count_each_question_once():
+    q1 = {"continuations": 8, "redo": 2, "correct": 3, "groups": 2, "degenerate_groups": 1, "grading_timeouts": 1, "kept": 4}
+    q2 = {"continuations": 8, "redo": 0, "correct": 8, "groups": 2, "degenerate_groups": 2, "grading_timeouts": 0, "kept": 0}
+    infos = [_info("redo", 0.4, "a/p0", q1), _info("correct", 1.0, "a/p0", q1), _info("incorrect", 0.0, "b/p0", q2)]
+    metrics = step_metrics(infos, ["a", "a", "b"])
+    assert metrics["re2/redo_rate"] == pytest.approx(2 / 16)
+    assert metrics["re2/acc_non_redo"] == pytest.approx(11 / 14)
+    assert metrics["re2/degenerate_group_frac"] == pytest.approx(3 / 4)
+    assert metrics["grading/timeouts"] == 1 and metrics["re2/trained_rows"] == 3
+    assert metrics["re2/redo_reward_mean"] == pytest.approx(0.4)
+
+
+def test_trainer_behaves_as_verls_sync_mode():
+    trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
+    trainer.trainer_mode = "re2_sync"
+    assert trainer.trainer_mode == "sync" and trainer.selected_mode == "re2_sync"
