@@ -12,6 +12,7 @@ EXPECTED = {
     "rollout_adapters": ["hf/async"],
     "adv_estimators": ["re2"],
     "trainers": ["re2_sync"],
+    "reward_managers": ["re2"],
 }
 
 

@@ -28,6 +28,7 @@ def register_re2() -> None:
 
     if core_algos.ADV_ESTIMATOR_REGISTRY.get("re2") is not re2_advantage_estimator:
         core_algos.register_adv_est("re2")(re2_advantage_estimator)
+    import verl_ext.re2.reward_manager  # noqa: F401  registers reward.reward_manager.name=re2
     import verl_ext.re2.trainer  # noqa: F401  registers trainer.v1.trainer_mode=re2_sync
 
 
@@ -46,6 +47,7 @@ def registered_names() -> dict[str, list[str]]:
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.trainer.ppo import core_algos
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    from verl.workers.reward_manager.registry import REWARD_MANAGER_REGISTRY
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
     names = {
@@ -55,6 +57,7 @@ def registered_names() -> dict[str, list[str]]:
         "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
         "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n == "re2"],
         "trainers": [n for n in TRAINER_REGISTRY if n == "re2_sync"],
+        "reward_managers": [n for n in REWARD_MANAGER_REGISTRY if n == "re2"],
     }
     return names
 
