@@ -10,7 +10,7 @@ EXPECTED = {
     "current_platform": ["cpu"],
     "rollout_replicas": ["hf"],
     "rollout_adapters": ["hf/async"],
-    "adv_estimators": ["re2"],
+    "adv_estimators": ["re2", "re2_rebalanced"],
     "trainers": ["re2_sync"],
     "reward_managers": ["re2"],
 }

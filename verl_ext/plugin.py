@@ -24,10 +24,11 @@ def _load_hf_replica():
 def register_re2() -> None:
     from verl.trainer.ppo import core_algos
 
-    from verl_ext.re2.advantage import re2_advantage_estimator
+    from verl_ext.re2.advantage import re2_advantage_estimator, re2_rebalanced_advantage_estimator
 
-    if core_algos.ADV_ESTIMATOR_REGISTRY.get("re2") is not re2_advantage_estimator:
-        core_algos.register_adv_est("re2")(re2_advantage_estimator)
+    for name, fn in (("re2", re2_advantage_estimator), ("re2_rebalanced", re2_rebalanced_advantage_estimator)):
+        if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
+            core_algos.register_adv_est(name)(fn)
     import verl_ext.re2.reward_manager  # noqa: F401  registers reward.reward_manager.name=re2
     import verl_ext.re2.trainer  # noqa: F401  registers trainer.v1.trainer_mode=re2_sync
 
@@ -55,7 +56,7 @@ def registered_names() -> dict[str, list[str]]:
         "current_platform": [get_platform().device_name],
         "rollout_replicas": [n for n in RolloutReplicaRegistry._registry if n == _verl_compat.HF_ROLLOUT_NAME],
         "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
-        "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n == "re2"],
+        "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n.startswith("re2")],
         "trainers": [n for n in TRAINER_REGISTRY if n == "re2_sync"],
         "reward_managers": [n for n in REWARD_MANAGER_REGISTRY if n == "re2"],
     }

@@ -49,7 +49,7 @@ def test_registered_estimator_and_options():
     fn = core_algos.get_adv_estimator_fn("re2")
     tagged = np.array([row_uid(u, i % 2 == 0) for i, u in enumerate(index)], dtype=object)
     plain, _ = fn(rewards, mask, config={"norm_adv_by_std_in_grpo": True}, index=tagged)
-    balanced, _ = fn(rewards, mask, config={"re2": {"rebalance_redo": True}}, index=tagged)
+    balanced, _ = core_algos.get_adv_estimator_fn("re2_rebalanced")(rewards, mask, config=None, index=tagged)
     assert torch.allclose(plain, compute_re2_advantage(rewards, mask, tagged)[0])
     assert not torch.allclose(plain, balanced)
     with pytest.raises(ValueError, match="needs each row's uid"):

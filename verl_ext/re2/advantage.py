@@ -1,6 +1,7 @@
 """Re² advantages: GRPO normalisation within each prefix group, plus the official redo-advantage rebalancing.
 
-Registered with verl as ``algorithm.adv_estimator=re2``. verl passes a registered estimator only
+Registered with verl as ``algorithm.adv_estimator=re2`` (paper) and ``re2_rebalanced`` (plus the official code's
+rebalancing below). verl passes a registered estimator only
 ``token_level_rewards``, ``response_mask``, ``config`` and ``index`` (each row's ``uid``), so Re² rows carry their
 prefix group and their class in the uid: ``<question>/p<k>`` for an answer, ``<question>/p<k>#redo`` for a redo
 (``row_uid`` / ``parse_row_uid``). Plain uids (no ``#redo``) work too: then this is exactly verl's GRPO.
@@ -105,29 +106,26 @@ def compute_re2_advantage(
     return advantages, advantages
 
 
-def _option(config, name: str, default):
+def _norm_by_std(config) -> bool:
     if config is None:
-        return default
+        return True
     getter = getattr(config, "get", None)
-    value = getter(name, default) if getter is not None else getattr(config, name, default)
-    return default if value is None else value
+    value = getter("norm_adv_by_std_in_grpo", True) if getter is not None else getattr(config, "norm_adv_by_std_in_grpo", True)
+    return True if value is None else bool(value)
 
 
 def re2_advantage_estimator(token_level_rewards, response_mask, config=None, index: Optional[np.ndarray] = None,
                             **kwargs):
-    """verl entry point for ``algorithm.adv_estimator=re2``; options under ``algorithm.re2``.
-
-    ``algorithm.re2.rebalance_redo`` (bool, default False) and ``algorithm.re2.rebalance_ratio`` (default 1.0);
-    ``algorithm.norm_adv_by_std_in_grpo`` as for GRPO.
-    """
+    """verl entry point for ``algorithm.adv_estimator=re2`` (paper: GRPO per prefix group, no rebalancing)."""
     if index is None:
         raise ValueError("adv_estimator=re2 needs each row's uid (prefix group); the batch has no 'uid' field.")
-    options = _option(config, "re2", None) or {}
-    return compute_re2_advantage(
-        token_level_rewards,
-        response_mask,
-        index,
-        norm_adv_by_std_in_grpo=bool(_option(config, "norm_adv_by_std_in_grpo", True)),
-        rebalance_redo=bool(_option(options, "rebalance_redo", False)),
-        rebalance_ratio=float(_option(options, "rebalance_ratio", 1.0)),
-    )
+    return compute_re2_advantage(token_level_rewards, response_mask, index, norm_adv_by_std_in_grpo=_norm_by_std(config))
+
+
+def re2_rebalanced_advantage_estimator(token_level_rewards, response_mask, config=None,
+                                       index: Optional[np.ndarray] = None, **kwargs):
+    """``algorithm.adv_estimator=re2_rebalanced``: ``re2`` plus the official code's redo rebalancing (r = 1)."""
+    if index is None:
+        raise ValueError("adv_estimator=re2_rebalanced needs each row's uid; the batch has no 'uid' field.")
+    return compute_re2_advantage(token_level_rewards, response_mask, index, norm_adv_by_std_in_grpo=_norm_by_std(config),
+                                 rebalance_redo=True, rebalance_ratio=1.0)
