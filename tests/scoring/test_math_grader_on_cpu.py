@@ -64,3 +64,15 @@ def test_verl_reward_function():
     assert compute_score("verl_ext/arithmetic", "1 + 1 = 2. The answer is \\boxed{2}.", "2") == {
         "score": 1.0, "acc": 1.0, "grading_timeout": 0.0, "grading_error": 0.0}
     assert compute_score("verl_ext/arithmetic", "\\boxed{3}", "2")["score"] == 0.0
+
+
+@pytest.mark.parametrize("response,truth,status", [("\\boxed{1,000}", "1000", "correct"), ("\\boxed{3.50}", "3.5", "correct"),
+                                                   ("\\boxed{-2}", "2", "wrong"), ("\\boxed{12}", "12.0000001", "correct")])
+def test_plain_numbers_skip_math_verify(response, truth, status):
+    g = MathGrader(timeout_s=3)
+    assert g.grade(response, truth).status == status
+    assert g.stats["calls"] == 0  # no math-verify child was needed
+
+
+def test_a_pair_is_not_a_thousands_number(grader):
+    assert grader.grade("\\boxed{1,2}", "12").status == "wrong"

@@ -5,8 +5,8 @@ minutes on pathological LaTeX. Here every math-verify call runs in a child proce
 budget gets the child killed (and restarted on next use), and the item is graded ``timeout`` with score 0 and
 counted, so one bad answer never stalls a training step.
 
-``grade(response, ground_truth)`` looks for the last ``\\boxed{...}`` of the response; an exact string match with
-the ground truth is accepted without math-verify.
+``grade(response, ground_truth)`` looks for the last ``\\boxed{...}`` of the response; an exact string match, or two
+plain decimal numbers, are compared without math-verify (the common case for integer-answer math data).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -65,6 +66,18 @@ def last_boxed(text: str) -> Optional[str]:
 
 def _normalise(answer: str) -> str:
     return answer.strip().strip("$").replace(" ", "").rstrip(".")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+
+
+def _plain_number(answer: str) -> Optional[float]:
+    """The value of a plain decimal literal ("42", "-3.50", "1,000"), else None ("1,2" is a pair, not twelve)."""
+    text = _normalise(answer)
+    if _THOUSANDS.match(text):
+        text = text.replace(",", "")
+    return float(text) if _NUMBER.match(text) else None
 
 
 class MathGrader:
@@ -144,6 +157,12 @@ class MathGrader:
         if _normalise(answer) == _normalise(str(ground_truth)):
             self.stats[STATUS_CORRECT] += 1
             return Grade(STATUS_CORRECT, answer)
+        predicted_value, truth_value = _plain_number(answer), _plain_number(str(ground_truth))
+        if predicted_value is not None and truth_value is not None:
+            # Two plain numbers: math-verify would only compare them numerically (rounding to 6 places).
+            status = STATUS_CORRECT if abs(predicted_value - truth_value) <= 1e-6 * max(1.0, abs(truth_value)) else STATUS_WRONG
+            self.stats[status] += 1
+            return Grade(status, answer)
         kind, value = self.verify(f"${ground_truth}$", f"$\\boxed{{{answer}}}$")
         if kind == "timeout":
             status, detail = STATUS_TIMEOUT, f"math-verify exceeded {self.timeout_s}s"

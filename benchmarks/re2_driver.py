@@ -1,0 +1,154 @@
+"""Re²'s per-step bookkeeping vs plain GRPO's, and math grading throughput, on 2 CPU cores.
+
+    python benchmarks/re2_driver.py [--questions 32 --prefixes 8 --continuations 8 --length 512]
+
+Synthetic step of 32 questions x 8 prefixes x 8 continuations = 2048 continuations of up to 512 tokens, with
+redo phrases in some full responses and continuations. Re² driver work (grading excluded): building 256 prefixes
+(redo cut + truncation on token ids), redo truncation of 2048 continuations, Eq. 1 rewards, degenerate-group
+filter, and the `re2` advantage on (2048, L) tensors. Baseline in the same run: plain GRPO's work on the same
+batch (verl's `compute_grpo_outcome_advantage` and a question-level degenerate-group filter). Grading throughput:
+the math grader (math-verify in a child process, 5 s per-item timeout) on a mix of answer forms.
+Targets: Re² driver work <= 2 s; grading >= 300 answers/s. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from verl.trainer.ppo import core_algos  # noqa: E402
+
+from verl_ext.re2.advantage import compute_re2_advantage  # noqa: E402
+from verl_ext.re2.filtering import degenerate_groups, keep_mask  # noqa: E402
+from verl_ext.re2.prefixes import PrefixConfig, build_prefix_groups  # noqa: E402
+from verl_ext.re2.redo import RedoDetector, truncate_after_redo  # noqa: E402
+from verl_ext.re2.reward import three_way_rewards  # noqa: E402
+from verl_ext.scoring.math_grader import MathGrader  # noqa: E402
+from verl_ext.testing.tiny_model import train_tokenizer  # noqa: E402
+
+REDO = " It's better to redo the question. "
+
+
+def synthetic_step(tokenizer, questions, prefixes, continuations, length, rng):
+    words = tokenizer.encode("so we compute 3 + 4 = 7 and then check the result carefully", add_special_tokens=False)
+    redo_ids = tokenizer.encode(REDO, add_special_tokens=False)
+
+    def response(redo: bool):
+        body = [rng.choice(words) for _ in range(rng.randint(length // 4, length - len(redo_ids) - 4))]
+        if redo:
+            cut = rng.randint(0, len(body))
+            body = body[:cut] + redo_ids + body[cut:]
+        return body[:length]
+
+    full = [[response(rng.random() < 0.2) for _ in range(prefixes)] for _ in range(questions)]
+    conts = [response(rng.random() < 0.2) for _ in range(questions * prefixes * continuations)]
+    outcomes = [rng.choice(["correct", "incorrect", "incorrect"]) for _ in conts]
+    return full, conts, outcomes
+
+
+def re2_driver(tokenizer, detector, full, conts, outcomes, prefixes, continuations, length, rng):
+    eos = tokenizer.eos_token_id
+    groups = []
+    for q, responses in enumerate(full):
+        groups += build_prefix_groups(f"q{q}", [1, 2, 3], responses, PrefixConfig(), rng, detector, [eos])
+    truncated = [truncate_after_redo(c, detector, eos) for c in conts]
+    outcomes = ["redo" if len(t) != len(c) or detector.find(t) else o for t, c, o in zip(truncated, conts, outcomes)]
+    group_ids = [g.uid for g in groups for _ in range(continuations)]
+    question_ids = [g.question_uid for g in groups for _ in range(continuations)]
+    scores = three_way_rewards(outcomes, question_ids, group_ids, 5)
+    kept = keep_mask(scores, group_ids)
+    rows = int(kept.sum())
+    token_rewards, mask = _tensors(scores[kept], [len(t) for t, k in zip(truncated, kept) if k], length + 2)
+    index = np.array([g for g, k in zip(group_ids, kept) if k], dtype=object)
+    compute_re2_advantage(token_rewards, mask, index)
+    return rows
+
+
+def grpo_driver(scores, group_ids, lengths, length):
+    dropped = degenerate_groups(scores, group_ids)
+    keep = np.array([g not in dropped for g in group_ids])
+    token_rewards, mask = _tensors(scores[keep], [n for n, k in zip(lengths, keep) if k], length)
+    index = np.array([g for g, k in zip(group_ids, keep) if k], dtype=object)
+    core_algos.compute_grpo_outcome_advantage(token_rewards, mask, index)
+
+
+def _tensors(scores, lengths, width):
+    mask = torch.zeros(len(lengths), width)
+    rewards = torch.zeros(len(lengths), width)
+    for row, n in enumerate(lengths):
+        n = max(1, min(n, width))
+        mask[row, :n] = 1
+        rewards[row, n - 1] = float(scores[row])
+    return rewards, mask
+
+
+def grading_throughput(count: int, rng) -> tuple[float, dict]:
+    grader = MathGrader(timeout_s=5)
+    grader.grade("\\boxed{\\frac{1}{2}}", "0.5")  # start the child before timing
+    forms = [
+        lambda v: (f"so \\boxed{{{v}}}", str(v)),                       # plain integer, right
+        lambda v: (f"so \\boxed{{{v + 1}}}", str(v)),                   # plain integer, wrong
+        lambda v: (f"\\boxed{{\\frac{{{2 * v}}}{{2}}}}", str(v)),       # needs math-verify
+        lambda v: (f"\\boxed{{{v}\\%}}", f"{v}\\%"),                    # exact string
+        lambda v: ("no answer", str(v)),                               # no \\boxed
+    ]
+    items = [rng.choice(forms)(rng.randint(1, 999)) for _ in range(count)]
+    start = time.perf_counter()
+    for response, truth in items:
+        grader.grade(response, truth)
+    seconds = time.perf_counter() - start
+    stats = dict(grader.stats)
+    grader.close()
+    return count / seconds, stats
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--prefixes", type=int, default=8)
+    parser.add_argument("--continuations", type=int, default=8)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--grading-items", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory():
+        tokenizer = train_tokenizer(512)
+    detector = RedoDetector(tokenizer)
+    full, conts, outcomes = synthetic_step(tokenizer, args.questions, args.prefixes, args.continuations, args.length, rng)
+    group_ids = [f"q{i // (args.prefixes * args.continuations)}" for i in range(len(conts))]
+    scores = np.array([1.0 if o == "correct" else 0.0 for o in outcomes])
+    re2_s = median_time(lambda: re2_driver(tokenizer, detector, full, conts, outcomes, args.prefixes,
+                                           args.continuations, args.length, random.Random(1)), args.repeats)
+    grpo_s = median_time(lambda: grpo_driver(scores, group_ids, [len(c) for c in conts], args.length), args.repeats)
+    per_s, stats = grading_throughput(args.grading_items, rng)
+    print(f"{len(conts)} continuations ({args.questions} questions x {args.prefixes} prefixes x {args.continuations})")
+    print(f"Re² driver work: {re2_s:.3f} s; plain GRPO driver work: {grpo_s:.3f} s; ratio {re2_s / grpo_s:.1f}x")
+    print(f"grading: {per_s:.0f} answers/s over {args.grading_items} answers; outcomes {stats}")
+    print(json.dumps({"re2_driver_s": round(re2_s, 4), "grpo_driver_s": round(grpo_s, 4),
+                      "re2_over_grpo": round(re2_s / grpo_s, 2), "grading_answers_per_s": round(per_s, 1),
+                      "continuations": len(conts), "max_tokens": args.length, "math_verify_calls": stats.get("calls", 0)}))
+
+
+if __name__ == "__main__":
+    main()
