@@ -8,7 +8,7 @@ from verl_ext.testing import arithmetic
 
 
 def test_warm_start_gives_rewards_that_vary_within_groups(warm_model_dir):
-    """After the warm start the model answers in the boxed format and is right some of the time, not always."""
+    """After the warm start the model answers in the boxed format, is right some of the time, and sometimes redoes."""
     tok = AutoTokenizer.from_pretrained(warm_model_dir)
     model = AutoModelForCausalLM.from_pretrained(warm_model_dir, dtype=torch.float32).eval()
     engine = HFGenerationEngine(model, tok, [tok.eos_token_id], tok.pad_token_id, seed=0)
@@ -19,7 +19,10 @@ def test_warm_start_gives_rewards_that_vary_within_groups(warm_model_dir):
     correct = [[last_boxed(tok.decode(g.token_ids)) == r["reward_model"]["ground_truth"] for g in o] for o, r in zip(outs, train)]
     accuracy = sum(map(sum, correct)) / (4 * len(correct))
     mixed = sum(0 < sum(c) < 4 for c in correct) / len(correct)
-    boxed = sum(last_boxed(tok.decode(g.token_ids)) is not None for o in outs for g in o) / (4 * len(outs))
-    assert boxed > 0.9
+    texts = [tok.decode(g.token_ids) for o in outs for g in o]
+    boxed = sum(last_boxed(t) is not None for t in texts) / len(texts)
+    redo = sum("It's better to redo the question." in t for t in texts) / len(texts)
+    assert boxed + redo > 0.9  # every response answers in the taught format or abandons with the redo phrase
+    assert 0.05 < redo < 0.6
     assert 0.15 < accuracy < 0.95
     assert mixed > 0.2

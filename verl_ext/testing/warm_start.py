@@ -34,7 +34,7 @@ def warm_start(
     batch_size: int = 32,
     lr: float = 3e-3,
     holdout_fraction: float = 0.3,
-    redo_fraction: float = 0.15,
+    redo_fraction: float = 0.3,
     seed: int = 0,
 ) -> dict:
     """Train the model in ``model_dir`` in place; returns ``{"steps", "seconds", "first_loss", "last_loss"}``.

@@ -1,0 +1,1 @@
+"""MemoryRewardBench: schema, loaders, judge prompts, verdict parsing, scoring, aggregation and reports."""

@@ -1,0 +1,120 @@
+"""Aggregation of per-sample MemoryRewardBench records: cells with n and 95% intervals, micro and macro averages,
+dual-order consistency and position bias, and length-only baselines.
+
+Every accuracy is a micro average over the samples of its cell (the official "Avg." is the micro average over all
+pairs); macro averages weight the 3 tasks, or the 10 settings, equally. Empty cells are absent, never -1 or 0.
+Headline numbers use the official single order (view ``official``); dual-order figures appear when swapped views
+were scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+from verl_ext.memrm.schema import ALL_SETTINGS, LENGTHS, SETTINGS, TASKS
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cell(values: Sequence[float]) -> dict:
+    n = len(values)
+    acc = sum(values) / n
+    low, high = wilson_interval(sum(values), n)
+    return {"accuracy": acc, "n": n, "ci95": [low, high]}
+
+
+def _cells(records: Sequence[dict], key_fn, metric: str) -> dict:
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key_fn(r)].append(float(r[metric]))
+    return {k: cell(v) for k, v in sorted(groups.items())}
+
+
+def accuracy_tables(records: Sequence[dict], metric: str = "correct_strict") -> dict:
+    """Per setting x length, task x length, setting, task; overall micro; macro over tasks and over settings."""
+    if not records:
+        raise ValueError("no records to aggregate.")
+    by_setting = _cells(records, lambda r: r["setting"], metric)
+    by_task = _cells(records, lambda r: r["task"], metric)
+    out = {
+        "setting_x_length": {f"{s}/{l}": c for (s, l), c in _cells(records, lambda r: (r["setting"], r["ctx_length"]), metric).items()},
+        "task_x_length": {f"{t}/{l}": c for (t, l), c in _cells(records, lambda r: (r["task"], r["ctx_length"]), metric).items()},
+        "length": _cells(records, lambda r: r["ctx_length"], metric),
+        "setting": by_setting,
+        "task": by_task,
+        "overall_micro": cell([float(r[metric]) for r in records]),
+        "macro_over_tasks": sum(c["accuracy"] for c in by_task.values()) / len(by_task),
+        "macro_over_settings": sum(c["accuracy"] for c in by_setting.values()) / len(by_setting),
+        "tasks_present": [t for t in TASKS if t in by_task],
+        "settings_present": [s for s in ALL_SETTINGS if s in by_setting],
+    }
+    return out
+
+
+def dual_order(records: Sequence[dict]) -> dict:
+    """Consistency and accuracy over pairs judged in both orders (strict verdicts)."""
+    views: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        views[r["pair_id"]][r["view"]] = r
+    pairs = [v for v in views.values() if "official" in v and "swap" in v]
+    if not pairs:
+        return {}
+
+    def picked_chosen(r):
+        return r["verdict_strict"] == r["correct_letter"]
+
+    consistent = [float(r["verdict_strict"] is not None and s["verdict_strict"] is not None
+                        and picked_chosen(r) == picked_chosen(s)) for r, s in ((p["official"], p["swap"]) for p in pairs)]
+    return {
+        "pairs": len(pairs),
+        "mean_accuracy_both_orders": sum(float(picked_chosen(r)) for p in pairs for r in p.values()) / (2 * len(pairs)),
+        "both_correct": sum(float(picked_chosen(p["official"]) and picked_chosen(p["swap"])) for p in pairs) / len(pairs),
+        "consistency": sum(consistent) / len(pairs),
+    }
+
+
+def position_bias(records: Sequence[dict]) -> dict:
+    parsed = [r for r in records if r["verdict_strict"] is not None]
+    chosen_b = [r for r in parsed if r["correct_letter"] == "B"]
+    return {
+        "p_pick_A": sum(r["verdict_strict"] == "A" for r in parsed) / len(parsed) if parsed else math.nan,
+        "p_pick_A_when_chosen_is_B": (sum(r["verdict_strict"] == "A" for r in chosen_b) / len(chosen_b)
+                                      if chosen_b else math.nan),
+        "parse_failure_rate": 1 - len(parsed) / len(records) if records else math.nan,
+        "lenient_parse_failure_rate": (1 - sum(r["verdict_lenient"] is not None for r in records) / len(records)
+                                       if records else math.nan),
+    }
+
+
+def length_baselines(records: Sequence[dict]) -> dict:
+    """Judges that never read: always A, always B, pick the longer / shorter trajectory (ties count wrong)."""
+    n = len(records)
+    return {
+        "always_A": sum(r["correct_letter"] == "A" for r in records) / n,
+        "always_B": sum(r["correct_letter"] == "B" for r in records) / n,
+        "pick_longer": sum(r["chosen_chars"] > r["rejected_chars"] for r in records) / n,
+        "pick_shorter": sum(r["chosen_chars"] < r["rejected_chars"] for r in records) / n,
+    }
+
+
+def summarise(records: Iterable[dict]) -> dict:
+    records = list(records)
+    official = [r for r in records if r.get("view", "official") == "official"] or records
+    return {
+        "strict": accuracy_tables(official, "correct_strict"),
+        "lenient": accuracy_tables(official, "correct_lenient"),
+        "position": position_bias(official),
+        "dual_order": dual_order(records),
+        "baselines": length_baselines(official),
+        "lengths": list(LENGTHS),
+        "settings": {t: list(SETTINGS[t]) for t in TASKS},
+    }

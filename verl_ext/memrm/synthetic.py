@@ -1,0 +1,74 @@
+"""A small MemoryRewardBench in the official Hugging Face schema, for CI and smoke runs.
+
+    python -m verl_ext.memrm.synthetic OUT_DIR [--per-cell 1] [--seed 0]
+
+Writes ``Long-context_Reasoning.jsonl``, ``Multi-turn_Dialogue_Understanding.jsonl`` and ``Long-form_Generation.jsonl``
+with ``per_cell`` pairs for every setting x length (10 x 5 cells), using the released label forms (e.g.
+``task="parallel-self_correct"``, ``subtask="longgenbench_short_sequantial"``), so loading exercises the label
+normalisation. Contexts are short synthetic texts whose size grows with the bucket; ``chosen`` keeps the key fact,
+``rejected`` drops or corrupts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from verl_ext.memrm.schema import LENGTHS, SETTINGS, TASKS
+
+# Released label forms per setting: (task, subtask).
+RAW_LABELS = {
+    "Sequential-Noise": ("sequential-self_correct", "qa7-sequential-self_correct"),
+    "Sequential-Drop": ("sequential-wrong_answer", "longmit-sequential-wrong_answer"),
+    "Mixed-Noise": ("parallel-self_correct", "qa7-parallel3-self_correct"),
+    "Mixed-Drop": ("parallel-wrong_answer", "longmit-parallel2-wrong_answer"),
+    "Mem0-Out": ("Mem0-OUT", "mem0_locomo_out"),
+    "Mem0-Mem": ("Mem0-MEM", "mem0_locomo_hard"),
+    "A-Mem-Out": ("A-Mem-OUT", "amem_locomo_out"),
+    "A-Mem-Mem": ("A-Mem-MEM", "amem_locomo_mem"),
+    "Sequential": ("Long-form_Generation", "longgenbench_short_sequantial"),
+    "Parallel": ("Long-form_Generation", "longgenbench_short_parallel"),
+}
+_NAMES = ["Ada", "Bo", "Cyd", "Dee", "Eli", "Fay"]
+_PLACES = ["kitchen", "garden", "office", "hallway", "garage", "attic"]
+
+
+def _pair(setting: str, length: str, rng: random.Random) -> dict:
+    scale = 2 ** LENGTHS.index(length)
+    who, where = rng.choice(_NAMES), rng.choice(_PLACES)
+    filler = " ".join(f"{rng.choice(_NAMES)} walked past the {rng.choice(_PLACES)}." for _ in range(3 * scale))
+    question = f"[Context]\n{filler} {who} left the key in the {where}. {filler}\n\n[Question]Where is the key?"
+    steps = [f"Step {k}: memory: {who} was seen." for k in range(1, 2 + scale)]
+    chosen = "\n".join(steps + [f"Step {len(steps) + 1}: memory: the key is in the {where}. Answer: \\boxed{{{where}}}"])
+    wrong = rng.choice([p for p in _PLACES if p != where])
+    rejected = "\n".join(steps + [f"Step {len(steps) + 1}: memory: (dropped) Answer: \\boxed{{{wrong}}}"])
+    task, subtask = RAW_LABELS[setting]
+    return {"task": task, "chosen": chosen, "rejected": rejected, "subtask": subtask, "ctx_length": length,
+            "question": question}
+
+
+def write_benchmark(out_dir: str | Path, per_cell: int = 1, seed: int = 0) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for task in TASKS:
+        rows = [_pair(setting, length, rng) for setting in SETTINGS[task] for length in LENGTHS for _ in range(per_cell)]
+        with open(out / f"{task}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--per-cell", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_benchmark(args.out_dir, args.per_cell, args.seed))
+
+
+if __name__ == "__main__":
+    main()
