@@ -81,3 +81,45 @@ def warm_start(
     model.eval()
     model.save_pretrained(model_dir)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "first_loss": first_loss, "last_loss": last_loss}
+
+
+def warm_start_judge(model_dir: str | Path, prompts: list[list[int]], max_steps: int = 60, batch_size: int = 4,
+                     lr: float = 3e-3, seed: int = 0) -> dict:
+    """Teach a tiny model the judge output format: the verdict "[[A]]" or "[[B]]" first (letters drawn at random).
+
+    ``prompts`` are chat-templated judge prompts as token ids. The model learns the format, not the judgement, so a
+    judge run on it has parsable verdicts near 50% accuracy.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not prompts:
+        raise ValueError("warm_start_judge needs at least one judge prompt.")
+    model_dir = Path(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.train()
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    verdicts = {v: tokenizer(v + " Agent " + v[2] + " is better.", add_special_tokens=False)["input_ids"]
+                for v in ("[[A]]", "[[B]]")}
+    losses = []
+    for _ in range(max_steps):
+        batch = [(p, verdicts[rng.choice(["[[A]]", "[[B]]"])] + [tokenizer.eos_token_id])
+                 for p in rng.sample(prompts, min(batch_size, len(prompts)))]
+        width = max(len(p) + len(v) for p, v in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (p, v) in enumerate(batch):
+            ids = p + v
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, len(p) : len(ids)] = torch.tensor(v)
+            attention[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    model.save_pretrained(model_dir)
+    return {"steps": max_steps, "first_loss": losses[0], "last_loss": losses[-1]}

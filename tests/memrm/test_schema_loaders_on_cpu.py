@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from verl_ext.memrm.loaders import check_published_counts, load_items
+from verl_ext.memrm.schema import ALL_SETTINGS, PUBLISHED_COUNTS, UnknownLabel, normalise_setting
+from verl_ext.memrm.synthetic import RAW_LABELS, write_benchmark
+
+
+@pytest.mark.parametrize("setting", ALL_SETTINGS)
+def test_released_labels_map_to_the_ten_settings(setting):
+    from verl_ext.memrm.synthetic import _pair  # noqa: F401  (labels live next to the generator)
+
+    task = next(t for t, s in __import__("verl_ext.memrm.schema", fromlist=["SETTINGS"]).SETTINGS.items() if setting in s)
+    assert normalise_setting(task, *RAW_LABELS[setting]) == setting
+
+
+@pytest.mark.parametrize("task,raw,setting", [
+    ("Long-context_Reasoning", "S-Drop", "Sequential-Drop"), ("Long-context_Reasoning", "P-Noise", "Mixed-Noise"),
+    ("Multi-turn_Dialogue_Understanding", "Mem0-MEM", "Mem0-Mem"),
+    ("Multi-turn_Dialogue_Understanding", "A-Mem-OUT", "A-Mem-Out"),
+])
+def test_raw_evaluator_codes(task, raw, setting):
+    assert normalise_setting(task, raw, "") == setting
+
+
+def test_unknown_label_lists_known_ones():
+    with pytest.raises(UnknownLabel, match=r"maps to no setting. Known settings: \['Sequential-Noise'"):
+        normalise_setting("Long-context_Reasoning", "mystery", "x")
+
+
+def test_synthetic_benchmark_covers_every_cell(tmp_path):
+    items = load_items(write_benchmark(tmp_path, per_cell=2))
+    cells = {(i.setting, i.ctx_length) for i in items}
+    assert len(items) == 100 and len(cells) == 50
+    assert {i.pair_id for i in items} == {f"{t}-{k}" for t in ("LCR", "MDU", "LFG") for k in range(40 if t != "LFG" else 20)}
+
+
+def test_count_check_against_the_published_table(tmp_path):
+    items = load_items(write_benchmark(tmp_path, per_cell=1))
+    with pytest.raises(ValueError, match="differs from the published per-cell counts: Sequential-Noise/8k: 1 \\(published 101\\)"):
+        check_published_counts(items)
+    assert sum(sum(v) for v in PUBLISHED_COUNTS.values()) == 2400
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"chosen": ""}, "row 0: field 'chosen' is missing or empty"),
+    ({"rejected": ["a", "b"]}, "row 0: field 'rejected' is a list, not a string"),
+    ({"ctx_length": "256k"}, "row 0: ctx_length='256k' is not one of"),
+    ({"ctx_length": None}, "row 0: field 'ctx_length' is missing"),
+])
+def test_bad_rows_name_the_row_and_field(tmp_path, patch, match):
+    path = write_benchmark(tmp_path / "b") / "Long-form_Generation.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0].update(patch)
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ValueError, match=match):
+        load_items(path)
