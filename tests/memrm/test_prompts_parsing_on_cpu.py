@@ -59,3 +59,22 @@ def test_truncation_keeps_head_and_tail():
 ])
 def test_verdict_parsing(output, strict, lenient):
     assert parse_strict(output) == strict and parse_lenient(output) == lenient
+
+
+def test_fit_messages_cuts_the_middle_of_the_trajectories(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from verl_ext.memrm.convert import _template_text, fit_messages
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    user = "BEGIN " + " ".join(f"step {k} keeps the key." for k in range(400)) + " END"
+    messages = [{"role": "system", "content": "Judge."}, {"role": "user", "content": user}]
+    fitted, tokens, cut = fit_messages(tok, messages, cap=600)
+    real = len(tok(_template_text(tok, fitted), add_special_tokens=False)["input_ids"])
+    assert cut and real < 600 and abs(real - tokens) <= 8
+    assert fitted[1]["content"].startswith("BEGIN") and fitted[1]["content"].endswith("END")
+    assert fitted[0] == messages[0]
+    assert fit_messages(tok, messages, cap=100000) == (messages, len(tok(_template_text(tok, messages),
+                                                                          add_special_tokens=False)["input_ids"]), False)
+    with pytest.raises(ValueError, match="leaves no room for the trajectories"):
+        fit_messages(tok, [{"role": "system", "content": "x " * 400}, {"role": "user", "content": user}], cap=300)

@@ -17,71 +17,127 @@ import json
 import sys
 from pathlib import Path
 
-from verl_ext.memrm.loaders import load_items
-from verl_ext.memrm.prompts import DEFAULT_CAP, correct_letter, judge_messages, presentations
+from typing import Iterable, Iterator
+
+from verl_ext.memrm.loaders import iter_items
+from verl_ext.memrm.prompts import DEFAULT_CAP, correct_letter, judge_messages, order_table
 from verl_ext.memrm.records import RecordStore, prompt_sha, record_key
 from verl_ext.memrm.schema import TASK_SHORT
 
 
-def _template_tokens(tokenizer, messages: list[dict]) -> list[int]:
+def _template_text(tokenizer, messages: list[dict]) -> str:
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
     except TypeError:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def fit_messages(tokenizer, messages: list[dict], cap: int) -> tuple[list[dict], int, bool]:
-    """Messages whose templated prompt is under ``cap`` tokens.
+    """Messages whose templated prompt is under ``cap`` tokens, from one tokenisation with offsets.
 
-    Like the official cut of the templated prompt (first cap/2 tokens + last cap/2 - 5), the user message loses its
-    middle; the system prompt and template are kept whole, so they count against the head.
+    The official cut keeps the templated prompt's first cap/2 and last cap/2 - 5 tokens; the cut falls inside the
+    user message (the trajectories), so the same tokens are removed there, located by character offsets.
     """
-    full = _template_tokens(tokenizer, messages)
-    if len(full) < cap:
-        return messages, len(full), False
-    user_ids = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
-    overhead = len(full) - len(user_ids)
-    if overhead + 32 >= cap:
-        raise ValueError(f"truncation cap {cap} leaves no room for the question: the system prompt and chat template "
-                         f"alone take {overhead} tokens of this judge's tokenizer; raise --cap.")
-    budget = cap - overhead - 8  # margin for re-tokenising at the cut
-    while True:
-        head = min(max(0, cap // 2 - overhead), budget // 2)
-        tail = budget - head
-        cut = tokenizer.decode(user_ids[:head]) + tokenizer.decode(user_ids[-tail:])
-        fitted = messages[:-1] + [{"role": messages[-1]["role"], "content": cut}]
-        length = len(_template_tokens(tokenizer, fitted))
-        if length < cap:
-            return fitted, length, True
-        budget -= length - cap + 1
+    text = _template_text(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    n = len(encoded["input_ids"])
+    if n < cap:
+        return messages, n, False
+    user = messages[-1]["content"]
+    user_start = text.rfind(user)
+    if user_start < 0:
+        raise ValueError("the chat template altered the user message; cannot locate the cut inside it.")
+    offsets = encoded["offset_mapping"]
+    margin = 4  # tokens may merge differently where the two halves meet
+    user_first = next(i for i, (a, _) in enumerate(offsets) if a >= user_start)
+    # Official head: cap/2 tokens. With a small cap the system prompt alone may exceed that; it is kept whole and
+    # the tail shrinks, so the judge always sees its instructions.
+    head_tokens = max(cap // 2 - margin, user_first)
+    tail_tokens = cap - 5 - 2 * margin - head_tokens
+    user_end = user_start + len(user)
+    after_user = sum(1 for a, _ in offsets if a >= user_end)
+    if tail_tokens <= after_user:
+        raise ValueError(f"truncation cap {cap} leaves no room for the trajectories: the system prompt and chat "
+                         f"template take {user_first + after_user} tokens of this judge's tokenizer; raise --cap.")
+    head_end = offsets[head_tokens][0]
+    tail_start = offsets[n - tail_tokens][0]
+    cut = user[: head_end - user_start] + user[tail_start - user_start :]
+    fitted = messages[:-1] + [{"role": messages[-1]["role"], "content": cut}]
+    return fitted, head_tokens + tail_tokens, True
 
 
-def convert(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEFAULT_CAP, done: set[str] | None = None,
-            model: str = "", sampling: str = "") -> tuple[list[dict], dict]:
-    items = load_items(data)
-    rows, stats = [], {"items": len(items), "rows": 0, "truncated": 0, "skipped_done": 0}
-    for p in presentations(items, order):
-        messages = judge_messages(p.item, p.order)
-        sha = prompt_sha(messages)
-        if done is not None and record_key(model, sha, sampling, p.order) in done:
-            stats["skipped_done"] += 1
-            continue
-        fitted, tokens, truncated = fit_messages(tokenizer, messages, cap)
-        stats["truncated"] += int(truncated)
-        item = p.item
-        rows.append({
-            "data_source": f"memrm/{TASK_SHORT[item.task]}/{item.setting}/{item.ctx_length}/{p.view}",
-            "prompt": fitted,
-            "ability": "judge",
-            "reward_model": {"style": "rule", "ground_truth": correct_letter(p.order)},
-            "extra_info": {"pair_id": item.pair_id, "task": item.task, "setting": item.setting,
-                           "ctx_length": item.ctx_length, "order": list(p.order), "view": p.view, "prompt_sha": sha,
-                           "truncated": truncated, "prompt_tokens": tokens, "chosen_chars": len(item.chosen),
-                           "rejected_chars": len(item.rejected), "index": item.index},
-        })
-    stats["rows"] = len(rows)
-    return rows, stats
+def _counts(files) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in files:
+        counts[item.task] = counts.get(item.task, 0) + 1
+    return counts
+
+
+def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEFAULT_CAP, done: set[str] | None = None,
+              model: str = "", sampling: str = "", stats: dict | None = None) -> Iterator[dict]:
+    """verl rows, streamed: two passes over the data (row counts for the official order, then the rows)."""
+    if order not in ("seeded", "dual"):
+        raise ValueError(f"order mode {order!r} must be 'seeded' or 'dual'.")
+    stats = stats if stats is not None else {}
+    stats.update({"items": 0, "rows": 0, "truncated": 0, "skipped_done": 0})
+    table = order_table(_counts(iter_items(data)))
+    for item in iter_items(data):
+        stats["items"] += 1
+        first = table[(item.task, item.index)]
+        views = [(first, "official")] + ([((first[1], first[0]), "swap")] if order == "dual" else [])
+        for item_order, view in views:
+            messages = judge_messages(item, item_order)
+            sha = prompt_sha(messages)
+            if done is not None and record_key(model, sha, sampling, item_order) in done:
+                stats["skipped_done"] += 1
+                continue
+            fitted, tokens, truncated = fit_messages(tokenizer, messages, cap)
+            stats["truncated"] += int(truncated)
+            stats["rows"] += 1
+            yield {
+                "data_source": f"memrm/{TASK_SHORT[item.task]}/{item.setting}/{item.ctx_length}/{view}",
+                "prompt": fitted,
+                "ability": "judge",
+                "reward_model": {"style": "rule", "ground_truth": correct_letter(item_order)},
+                "extra_info": {"pair_id": item.pair_id, "task": item.task, "setting": item.setting,
+                               "ctx_length": item.ctx_length, "order": list(item_order), "view": view,
+                               "prompt_sha": sha, "truncated": truncated, "prompt_tokens": tokens,
+                               "chosen_chars": len(item.chosen), "rejected_chars": len(item.rejected),
+                               "index": item.index},
+            }
+
+
+def write_parquet(rows: Iterable[dict], output: str | Path, batch_rows: int = 32) -> int:
+    """Stream rows into one parquet file, ``batch_rows`` at a time (bounded memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, batch, total = None, [], 0
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= batch_rows:
+                table = pa.Table.from_pylist(batch)
+                writer = writer or pq.ParquetWriter(output, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                total += len(batch)
+                batch = []
+        if batch or writer is None:
+            table = pa.Table.from_pylist(batch) if batch else None
+            if table is not None:
+                writer = writer or pq.ParquetWriter(output, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                total += len(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    if total == 0:
+        import pandas as pd
+
+        pd.DataFrame(columns=["data_source", "prompt", "ability", "reward_model", "extra_info"]).to_parquet(output)
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,14 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="judge name used in record keys (with --records)")
     parser.add_argument("--sampling", default="", help="sampling tag used in record keys (with --records)")
     args = parser.parse_args(argv)
-    import pandas as pd
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     done = RecordStore(args.records).done_keys() if args.records else None
-    rows, stats = convert(args.data, tokenizer, args.order, args.cap, done, args.model, args.sampling)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(args.output)
+    stats: dict = {}
+    write_parquet(iter_rows(args.data, tokenizer, args.order, args.cap, done, args.model, args.sampling, stats),
+                  args.output)
     print(json.dumps(stats))
     return 0
 

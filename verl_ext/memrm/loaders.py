@@ -103,6 +103,19 @@ def _load_datasets_folder(path: Path) -> Iterator[PairItem]:
             yield parse_row(row, index, _task_of(row, task, f"{path}/{name}", index), f"{path}/{name}")
 
 
+def iter_items(path: str | Path) -> Iterator[PairItem]:
+    """Stream validated pairs from ``path`` (no count check: that needs them all)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark data {path} does not exist.")
+    files = _files(path)
+    if not files:
+        yield from _load_datasets_folder(path)
+        return
+    for f in files:
+        yield from load_file(f)
+
+
 def load_items(path: str | Path, check_counts: bool = True) -> list[PairItem]:
     """All pairs under ``path``; checks the published counts when the full set is present."""
     path = Path(path)

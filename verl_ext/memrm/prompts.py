@@ -88,21 +88,31 @@ class Presentation:
     view: str  # "official" (the seeded order) or "swap" (its mirror)
 
 
-def official_orders(items: Iterable[PairItem], seed: int = OFFICIAL_SEED) -> list[Presentation]:
-    """The official single order: per task file, shuffle the rows, then draw each row's order, all from one RNG."""
-    by_task: dict[str, list[PairItem]] = {}
-    for item in items:
-        by_task.setdefault(item.task, []).append(item)
-    out = []
+def order_table(rows_per_task: dict[str, int], seed: int = OFFICIAL_SEED) -> dict[tuple[str, int], tuple[int, int]]:
+    """(task, row index) -> order, as the official preprocessing draws it: per task file, one ``Random(seed)``
+    shuffles the row indices, then draws each row's order in that shuffled sequence. Needs only the row counts,
+    so conversion can stream the rows themselves."""
+    table = {}
     for task in TASKS:
-        rows = sorted(by_task.get(task, []), key=lambda i: i.index)
+        indices = list(range(rows_per_task.get(task, 0)))
         rng = random.Random(seed)
-        rng.shuffle(rows)
-        for item in rows:
+        rng.shuffle(indices)
+        for index in indices:
             order = [0, 1]
             rng.shuffle(order)
-            out.append(Presentation(item, (order[0], order[1]), "official"))
-    return out
+            table[(task, index)] = (order[0], order[1])
+    return table
+
+
+def official_orders(items: Iterable[PairItem], seed: int = OFFICIAL_SEED) -> list[Presentation]:
+    """The official single order for in-memory items, in the official (shuffled) sequence."""
+    items = list(items)
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.task] = max(counts.get(item.task, 0), item.index + 1)
+    table = order_table(counts, seed)
+    by_key = {(i.task, i.index): i for i in items}
+    return [Presentation(by_key[key], order, "official") for key, order in table.items() if key in by_key]
 
 
 def presentations(items: Iterable[PairItem], mode: str = "seeded", seed: int = OFFICIAL_SEED) -> list[Presentation]:
