@@ -75,3 +75,15 @@ def test_a_moved_target_fails_loudly(monkeypatch):
     monkeypatch.setattr(rollout_base, "_ROLLOUT_REGISTRY", None)
     with pytest.raises(_verl_compat.VerlLayoutChanged, match="_ROLLOUT_REGISTRY"):
         _verl_compat.register_rollout_adapter()
+
+
+def test_private_verl_methods_the_re2_extensions_override_still_exist():
+    """Re² subclasses verl's v1 agent-loop worker and sync trainer; these are the (private) seams it relies on."""
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    worker = AgentLoopWorkerTQ.__ray_actor_class__
+    assert list(inspect.signature(worker._run_prompt).parameters)[:5] == ["self", "prompt", "sampling_params", "trajectory", "trace"]
+    assert list(inspect.signature(worker._agent_loop_postprocess).parameters)[:3] == ["self", "output", "validate"]
+    assert list(inspect.signature(PPOTrainer._compute_advantage).parameters) == ["self", "batch", "metrics"]
+    assert 'self.trainer_mode == "sync"' in inspect.getsource(PPOTrainer._build_replay_buffer)

@@ -56,3 +56,14 @@ def test_bad_rows_name_the_row_and_field(tmp_path, patch, match):
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(ValueError, match=match):
         load_items(path)
+
+
+def test_datasets_folder(tmp_path):
+    import datasets
+
+    bench = write_benchmark(tmp_path / "b")
+    splits = {p.stem: datasets.Dataset.from_json(str(p)) for p in sorted(bench.glob("*.jsonl"))}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "ds"))
+    items = load_items(tmp_path / "ds")
+    assert len(items) == 50 and {i.task for i in items} == {"Long-context_Reasoning", "Multi-turn_Dialogue_Understanding",
+                                                            "Long-form_Generation"}
