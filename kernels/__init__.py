@@ -1,0 +1,1 @@
+"""verl-ext's kernels, one folder per op; imported as ``verl_ext.kernels``."""

@@ -1,0 +1,74 @@
+import math
+
+import pytest
+import torch
+
+from verl_ext.elastic_attention.router import (
+    ElasticRouter,
+    boundary_pool,
+    boundary_pool_varlen,
+    expand_to_query_heads,
+    model_sparsity_ratio,
+    route_inference,
+    route_train,
+    tau_cosine,
+    tau_exponential,
+)
+
+
+def test_parameter_count_at_head_dim_128():
+    assert sum(p.numel() for p in ElasticRouter(128).parameters()) == 263_682
+
+
+def test_initial_routing_is_near_fifty_fifty():
+    torch.manual_seed(0)
+    router = ElasticRouter(128)
+    probs = torch.softmax(router(torch.randn(64, 8, 128)), dim=-1)
+    assert (probs - 0.5).abs().max() < 0.05
+
+
+def test_boundary_pooling_hand_computed_with_padding():
+    keys = torch.arange(10, dtype=torch.float32).view(1, 10, 1, 1).repeat(2, 1, 1, 1)
+    pooled = boundary_pool(keys, torch.tensor([10, 6]), budget=2)
+    assert pooled[0, 0, 0] == pytest.approx((0 + 1 + 8 + 9) / 4)
+    assert pooled[1, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)  # padding (6..9) never counts
+    short = boundary_pool(keys[:1, :3], budget=2)  # head and tail overlap: each token once
+    assert short[0, 0, 0] == pytest.approx(1.0)
+    assert boundary_pool(keys, torch.tensor([10, 6]), mode="segment")[1, 0, 0] == pytest.approx(2.5)
+
+
+def test_varlen_equals_padded():
+    torch.manual_seed(1)
+    a, b = torch.randn(7, 2, 4), torch.randn(300, 2, 4)
+    padded = torch.zeros(2, 300, 2, 4)
+    padded[0, :7], padded[1] = a, b
+    varlen = boundary_pool_varlen(torch.cat([a, b]), torch.tensor([0, 7, 307]))
+    torch.testing.assert_close(varlen, boundary_pool(padded, torch.tensor([7, 300])))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        boundary_pool_varlen(torch.cat([a, b]), torch.tensor([0, 7, 300]))
+
+
+def test_straight_through_gradient_reaches_the_router():
+    torch.manual_seed(2)
+    router = ElasticRouter(16)
+    z = route_train(router(torch.randn(3, 4, 16)), tau=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(z.detach(), z.detach().round(), atol=1e-6)  # hard {0, 1} forward
+    (z * torch.arange(4.0)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in router.parameters())
+    assert router.router_mlp[-1].weight.grad.abs().sum() > 0
+
+
+def test_inference_decisions_and_expansion():
+    logits = torch.tensor([[[0.0, 1.0], [2.0, -1.0]]])
+    z = route_inference(logits)
+    assert z.tolist() == [[1, 0]]
+    assert expand_to_query_heads(z, 3).tolist() == [[1, 1, 1, 0, 0, 0]]
+    assert model_sparsity_ratio(z).tolist() == [0.5]
+
+
+def test_temperature_schedules():
+    assert tau_cosine(0, 100) == pytest.approx(1.5) and tau_cosine(30, 100) == pytest.approx(1.25)
+    assert tau_cosine(60, 100) == 1.0 and tau_cosine(99, 100) == 1.0
+    assert tau_exponential(0.0) == 1.5 and tau_exponential(1.0) == max(1.0, 1.5 * math.exp(-0.6))
+    with pytest.raises(ValueError, match="tau=0"):
+        route_train(torch.zeros(1, 1, 2), tau=0)
