@@ -73,40 +73,104 @@ def dense_masked_streaming(q, k, v, sink: int = SINK, window: int = WINDOW, bloc
     return out.transpose(1, 2)
 
 
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: at least float32 (bf16/fp16 inputs), float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _span(lo: int, hi: int) -> torch.Tensor:
+    return torch.arange(lo, max(lo, hi))
+
+
+def _flash_cpu(q, k, v, causal: bool, scale: Optional[float]):
+    """(out, lse) of attention on (B, H, L, D) tensors via the CPU flash kernel."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
+    return out, lse.to(_acc(q.dtype))
+
+
+def _masked_with_lse(q, k, v, visible, scale: float):
+    """(out, lse) of attention with a boolean (Lq, Lk) mask; rows that see nothing get lse = -inf, out = 0."""
+    acc = _acc(q.dtype)
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)[..., None])
+    return torch.matmul(probs, v.to(acc)).to(q.dtype), lse
+
+
+def _merge(parts):
+    """Combine partial attentions over disjoint key sets from their (out, lse)."""
+    lse_all = torch.logsumexp(torch.stack([lse for _, lse in parts]), dim=0)
+    out = sum(o.to(lse_all.dtype) * torch.exp(lse - lse_all)[..., None] for o, lse in parts)
+    return out
+
+
 def streaming_attention(q, k, v, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
-                        chunk: int = 512, scale: Optional[float] = None) -> torch.Tensor:
-    """Sink + local-window causal attention in O(T * (sink + window + chunk)) time and memory."""
+                        chunk: int = 256, scale: Optional[float] = None) -> torch.Tensor:
+    """Sink + local-window causal attention in O(T * (sink + window + chunk)) time and memory.
+
+    Per query chunk [s, e) the visible keys split into three disjoint sets, each attended with the cheapest exact
+    method and merged by log-sum-exp: keys every query of the chunk sees (the sink and the shared part of the
+    window: mask-free flash attention, KV heads shared by their query heads without copying), the window's lower
+    edge (a small masked block), and the chunk itself (causal flash attention).
+    """
     groups = _check(q, k, v)
     if sink < 0 or window < 1:
         raise ValueError(f"sink={sink} must be >= 0 and window={window} >= 1.")
-    t = q.shape[1]
+    if q.device.type != "cpu":
+        return dense_masked_streaming(q, k, v, sink, window, block_size, scale)
+    b, t, hq, d = q.shape
+    hk = k.shape[2]
+    scale = d**-0.5 if scale is None else scale
     if block_size is not None:
-        # Block-rounded: a window of W blocks reaches back to the start of the block W-1 blocks before the query's.
+        # Block granularity: a query block sees whole key blocks, so chunks are single blocks and the sink and the
+        # window round up to whole blocks.
+        chunk = block_size
         sink = math.ceil(sink / block_size) * block_size
-        chunk = max(block_size, chunk // block_size * block_size)
-    out = torch.empty_like(q)
-    kx, vx = _expand_kv(k, groups), _expand_kv(v, groups)
-    for start in range(0, t, chunk):
-        end = min(t, start + chunk)
-        if block_size is None:
-            lo = max(0, start - window + 1)
+        window_span = (math.ceil(window / block_size) - 1) * block_size  # whole blocks before the query's own
+    else:
+        chunk = min(chunk, window)  # the chunk's own keys must all lie inside every query's window
+    # (B, H, T, D), contiguous once, so every key range below is a view and not a gather.
+    qh, kh, vh = q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+    out = torch.empty_like(qh)
+    for s in range(0, t, chunk):
+        e = min(t, s + chunk)
+        c = e - s
+        q_kv = qh[:, :, s:e].reshape(b, hk, groups * c, d)  # query heads grouped under their KV head
+        parts = []
+        edge_lo = s - window + 1
+        if block_size is None and edge_lo >= sink and edge_lo + c <= s:
+            # Window's lower edge, keys [s-W+1, e-W+1): query a of the chunk sees key m iff m >= a. Reversing both
+            # orders turns that into ordinary causal attention, so flash attention handles it too.
+            edge = _span(edge_lo, edge_lo + c)
+            qr = qh[:, :, s:e].flip(2)
+            kr = _expand_kv(kh[:, :, edge].flip(2).transpose(1, 2), groups).transpose(1, 2)
+            vr = _expand_kv(vh[:, :, edge].flip(2).transpose(1, 2), groups).transpose(1, 2)
+            o, lse = _flash_cpu(qr, kr, vr, True, scale)
+            parts.append((o.flip(2), lse.flip(2)))
+            shared = [(0, sink), (edge_lo + c, s)]
         else:
-            window_blocks = math.ceil(window / block_size)
-            lo = max(0, (start // block_size - window_blocks + 1) * block_size)
-        lo = max(lo, min(sink, start))  # local keys start after the sink; the sink is added separately
-        key_idx = torch.cat([torch.arange(0, min(sink, lo), device=q.device), torch.arange(lo, end, device=q.device)])
-        qi = torch.arange(start, end, device=q.device)[:, None]
-        kj = key_idx[None, :]
-        if block_size is None:
-            visible = (kj <= qi) & ((kj < sink) | (qi - kj < window))
-        else:
-            visible = (kj <= qi) & ((kj < sink) | (qi // block_size - kj // block_size < math.ceil(window / block_size)))
-        o = F.scaled_dot_product_attention(
-            q[:, start:end].transpose(1, 2), kx[:, key_idx].transpose(1, 2), vx[:, key_idx].transpose(1, 2),
-            attn_mask=visible, scale=scale,
-        )
-        out[:, start:end] = o.transpose(1, 2)
-    return out
+            if block_size is None:
+                shared_lo = max(sink, e - window)      # keys >= this (and < s) are seen by every query of the chunk
+                masked_lo = max(sink, edge_lo)         # keys in [masked_lo, shared_lo) are seen by some queries only
+            else:
+                shared_lo = masked_lo = max(sink, s - window_span)
+            shared = [(0, min(sink, s)), (max(shared_lo, min(sink, s)), s)]
+            ks = _span(masked_lo, min(shared_lo, s))
+            if ks.numel():
+                qi = torch.arange(s, e)[:, None]
+                visible = (ks[None, :] >= qi - window + 1).repeat(groups, 1)
+                o, lse = _masked_with_lse(q_kv, kh[:, :, ks], vh[:, :, ks], visible, scale)
+                parts.append((o.reshape(b, hq, c, d), lse.reshape(b, hq, c)))
+        for lo, hi in shared:
+            if hi > lo:
+                o, lse = _flash_cpu(q_kv, kh[:, :, lo:hi], vh[:, :, lo:hi], False, scale)
+                parts.append((o.reshape(b, hq, c, d), lse.reshape(b, hq, c)))
+        o, lse = _flash_cpu(qh[:, :, s:e], _expand_kv(kh[:, :, s:e].transpose(1, 2), groups).transpose(1, 2),
+                            _expand_kv(vh[:, :, s:e].transpose(1, 2), groups).transpose(1, 2), True, scale)
+        parts.append((o, lse))
+        out[:, :, s:e] = _merge(parts).to(q.dtype) if len(parts) > 1 else parts[0][0]
+    return out.transpose(1, 2)
 
 
 def mixed_attention(q, k, v, full_heads: torch.Tensor, sink: int = SINK, window: int = WINDOW,

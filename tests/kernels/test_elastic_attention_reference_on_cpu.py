@@ -56,3 +56,21 @@ def test_bad_shapes():
     q, k, v = _qkv(1, 10, 3, 2, 8, seed=0)
     with pytest.raises(ValueError, match="multiple of KV heads"):
         full_attention(q, k, v)
+
+
+@pytest.mark.parametrize("window,chunk", [(1, 8), (5, 5), (9, 4), (33, 32), (64, 16)])
+@pytest.mark.parametrize("sink", [0, 3])
+def test_streaming_edge_cases(window, chunk, sink):
+    q, k, v = _qkv(1, 157, 4, 2, 8, seed=window * 7 + chunk + sink)
+    torch.testing.assert_close(streaming_attention(q, k, v, sink=sink, window=window, chunk=chunk),
+                               dense_masked_streaming(q, k, v, sink=sink, window=window), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_inputs(dtype):
+    q, k, v = (x.to(dtype) for x in _qkv(1, 300, 4, 1, 16, seed=11))
+    out = streaming_attention(q, k, v, sink=4, window=64, chunk=32)
+    ref = dense_masked_streaming(q.double(), k.double(), v.double(), sink=4, window=64)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
