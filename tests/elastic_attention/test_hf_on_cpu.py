@@ -1,0 +1,116 @@
+"""Elastic Attention in stock HF models: exactness when forced, routing per input, generate, adapters, metrics."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from verl_ext.elastic_attention.adapter import load_router_adapter, save_router_adapter
+from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
+from verl_ext.elastic_attention.metrics import esr, msr, streaming_pair_fraction
+from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
+
+
+@pytest.fixture(scope="module", params=["qwen2", "qwen3", "llama"])
+def model_dir(request, tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp(request.param), TinyModelSpec(arch=request.param, hidden=64, heads=4,
+                                                                                  kv_heads=2))
+
+
+def _batch(model_dir, lengths=(37, 23)):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.full((len(lengths), max(lengths)), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):  # left padding, as generation batches are
+        ids[row, -n:] = torch.randint(5, 300, (n,), generator=g)
+        mask[row, -n:] = 1
+    return ids, mask
+
+
+def _load(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+
+
+@pytest.mark.parametrize("force,window", [("full", 4), ("sparse", 10_000)])
+def test_forced_modes_equal_the_stock_model(model_dir, force, window):
+    ids, mask = _batch(model_dir)
+    stock = _load(model_dir)(input_ids=ids, attention_mask=mask).logits
+    elastic = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(force=force, sink=2, window=window))
+    out = elastic(input_ids=ids, attention_mask=mask).logits
+    valid = mask.bool()
+    torch.testing.assert_close(out[valid], stock[valid], rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_heads_change_the_output_and_routing_is_per_input(model_dir):
+    ids, mask = _batch(model_dir)
+    stock = _load(model_dir)(input_ids=ids, attention_mask=mask).logits
+    sparse = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(force="sparse", sink=2, window=4))
+    assert not torch.allclose(sparse(input_ids=ids, attention_mask=mask).logits[:, -1], stock[:, -1], atol=1e-4)
+    model = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(sink=2, window=4))
+    torch.manual_seed(0)
+    for layer in model.model.layers:  # a router with a strong opinion that depends on the keys
+        torch.nn.init.normal_(layer.self_attn.elastic_router.router_mlp[-1].weight, std=5.0)
+    model(input_ids=ids, attention_mask=mask)
+    decisions = elastic_decisions(model)
+    assert decisions.shape == (2, len(model.model.layers), 2)
+    assert set(decisions.unique().tolist()) <= {0, 1}
+
+
+def test_generate_routed_prefill_then_dense_or_sparse_kv_decode(model_dir):
+    ids, mask = _batch(model_dir)
+    stock = _load(model_dir).generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    model = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(force="full"))
+    assert torch.equal(model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False), stock)
+    wide = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(force="sparse", decode="sparse_kv",
+                                                                           window=10_000))
+    assert torch.equal(wide.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False), stock)
+    narrow = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(force="sparse", decode="sparse_kv",
+                                                                             sink=1, window=3))
+    assert narrow.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False).shape == stock.shape
+
+
+def test_router_adapter_round_trip_and_mismatch(model_dir, tmp_path):
+    model = enable_elastic_attention(_load(model_dir))
+    for p in model.model.layers[0].self_attn.elastic_router.parameters():
+        torch.nn.init.normal_(p)
+    path = save_router_adapter(model, tmp_path / "routers.safetensors")
+    fresh = enable_elastic_attention(_load(model_dir))
+    load_router_adapter(fresh, path)
+    for a, b in zip(model.model.layers[0].self_attn.elastic_router.parameters(),
+                    fresh.model.layers[0].self_attn.elastic_router.parameters()):
+        assert torch.equal(a, b)
+    other_dir = build_tiny_model(tmp_path / "other", TinyModelSpec(arch="llama", hidden=64, heads=4, kv_heads=4))
+    other = enable_elastic_attention(_load(other_dir))
+    with pytest.raises(ValueError, match="was made for another model"):
+        load_router_adapter(other, path)
+
+
+def test_official_key_layout_loads(tmp_path, model_dir):
+    from safetensors.torch import save_file
+
+    model = enable_elastic_attention(_load(model_dir))
+    official = {}
+    for i, layer in enumerate(model.model.layers):
+        for name, t in layer.self_attn.elastic_router.state_dict().items():
+            module, rest = name.split(".", 1)
+            prefix = {"task_mlp": "cls_feat_extractor", "router_mlp": "cls_router_head_agnostic"}[module]
+            official[f"model.layers.{i}.self_attn.mask_allocator.{prefix}.{rest}"] = torch.full_like(t, float(i))
+    official["model.embed_tokens.weight"] = torch.zeros(3)  # backbone keys are ignored
+    save_file(official, str(tmp_path / "official.safetensors"))
+    load_router_adapter(model, tmp_path / "official.safetensors")
+    assert model.model.layers[-1].self_attn.elastic_router.router_mlp[0].bias[0] == len(model.model.layers) - 1
+
+
+def test_unsupported_architecture():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with pytest.raises(ValueError, match="supports \\('qwen2', 'qwen3', 'llama'\\); this model is 'gpt2'"):
+        enable_elastic_attention(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))
+
+
+def test_metrics_hand_computed():
+    decisions = torch.tensor([[[1, 0], [0, 0]]])  # 3 of 4 heads sparse
+    assert msr(decisions).tolist() == [0.75]
+    assert streaming_pair_fraction(4, sink=1, window=1) == pytest.approx((1 + 2 + 2 + 2) / 10)
+    assert esr(decisions, torch.tensor([4]), sink=1, window=1).item() == pytest.approx(0.75 * (1 - 0.7))
+    assert esr(decisions, torch.tensor([4]), sink=2, window=10).item() == 0.0

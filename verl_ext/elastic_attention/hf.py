@@ -1,0 +1,170 @@
+"""Elastic Attention in a Hugging Face Qwen2 / Qwen3 / Llama model, through transformers' attention interface.
+
+``enable_elastic_attention(model, ElasticAttentionConfig(...))`` leaves the stock checkpoint untouched: it adds an
+``ElasticRouter`` submodule to every attention layer (``self_attn.elastic_router``), captures the layer's pre-RoPE
+keys with a forward hook (after ``k_norm`` on Qwen3, after ``k_proj`` otherwise) and registers the attention
+implementation ``elastic`` (its masks are SDPA's). At prefill each layer routes every KV head of every sequence
+(deterministic argmax) and runs the per-head mixed attention; decode steps attend densely to the whole cache (the
+paper), or, with ``decode="sparse_kv"``, sparse heads see only the sink and the window of the cache (beyond the
+paper). The decisions of the last prefill are kept per layer (``elastic_decisions``) with their sparsity metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from verl_ext.elastic_attention.router import ElasticRouter, boundary_pool, route_inference
+from verl_ext.kernels.elastic_attention.reference import SINK, WINDOW, mixed_attention
+
+ATTN_NAME = "elastic"
+SUPPORTED = ("qwen2", "qwen3", "llama")
+
+
+@dataclasses.dataclass(frozen=True)
+class ElasticAttentionConfig:
+    """``force``: None (route), "full" or "sparse" (every head). ``block_size``: None = token-exact streaming."""
+
+    sink: int = SINK
+    window: int = WINDOW
+    block_size: Optional[int] = None
+    pool_budget: int = 100
+    pool_mode: str = "boundary"
+    decode: str = "dense"
+    force: Optional[str] = None
+    hidden_mult: int = 4
+
+    def __post_init__(self):
+        if self.decode not in ("dense", "sparse_kv"):
+            raise ValueError(f"decode={self.decode!r} must be 'dense' (paper) or 'sparse_kv'.")
+        if self.force not in (None, "full", "sparse"):
+            raise ValueError(f"force={self.force!r} must be None, 'full' or 'sparse'.")
+        if self.sink < 0 or self.window < 1 or self.pool_budget < 1:
+            raise ValueError("sink >= 0, window >= 1 and pool_budget >= 1 are required.")
+
+
+def _layers(model):
+    inner = getattr(model, "model", model)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__} has no decoder layers at model.layers; supported: {SUPPORTED}.")
+    return layers
+
+
+def enable_elastic_attention(model, config: ElasticAttentionConfig = ElasticAttentionConfig()):
+    """Add routers and switch ``model`` to the ``elastic`` attention implementation (in place; returns model)."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in SUPPORTED:
+        raise ValueError(f"Elastic Attention supports {SUPPORTED}; this model is {model_type!r}.")
+    AttentionInterface.register(ATTN_NAME, elastic_attention_forward)
+    AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
+    for layer in _layers(model):
+        attn = layer.self_attn
+        if not hasattr(attn, "elastic_router"):
+            param = next(attn.parameters())
+            attn.elastic_router = ElasticRouter(attn.head_dim, config.hidden_mult).to(param.device)
+            source = getattr(attn, "k_norm", None) or attn.k_proj
+            source.register_forward_hook(_capture_keys(attn))
+        attn.elastic_config = config
+        attn.elastic_decisions = None
+    model.config._attn_implementation = ATTN_NAME
+    model.elastic_config = config
+    return model
+
+
+def _capture_keys(attn):
+    def hook(module, inputs, output):
+        # (B, T, H_kv * D) from k_proj or (B, T, H_kv, D) from k_norm: the keys before RoPE.
+        attn._elastic_keys = output.view(*output.shape[:2], -1, attn.head_dim)
+
+    return hook
+
+
+def _valid_lengths(attention_mask: Optional[torch.Tensor], batch: int, length: int, device) -> torch.Tensor:
+    """Tokens per row from the 4D mask's last query row (left padding); all valid when there is no mask."""
+    if attention_mask is None:
+        return torch.full((batch,), length, dtype=torch.long, device=device)
+    last = attention_mask[:, 0, -1, :]
+    allowed = last if last.dtype == torch.bool else last == 0
+    return allowed.sum(dim=-1).long()
+
+
+def route_layer(attn, lengths: torch.Tensor) -> torch.Tensor:
+    """KV-head decisions (B, H_kv), 1 = full, for the captured keys of the current prefill (left padded)."""
+    keys = attn._elastic_keys  # (B, T, H_kv, D)
+    config = attn.elastic_config
+    b, t = keys.shape[:2]
+    if config.force is not None:
+        value = 1 if config.force == "full" else 0
+        return torch.full((b, keys.shape[2]), value, dtype=torch.long, device=keys.device)
+    # Left padding: move each row's prompt to the front so pooling sees its first and last tokens.
+    index = (torch.arange(t, device=keys.device)[None, :] + (t - lengths)[:, None]).clamp(max=t - 1)
+    aligned = torch.gather(keys, 1, index[:, :, None, None].expand(-1, -1, *keys.shape[2:]))
+    pooled = boundary_pool(aligned, lengths, config.pool_budget, config.pool_mode)
+    router = attn.elastic_router
+    logits = router(pooled.to(next(router.parameters()).dtype))
+    return route_inference(logits)
+
+
+def elastic_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                              scaling: Optional[float] = None, **kwargs):
+    """transformers attention function: q (B, Hq, Tq, D), k/v (B, Hkv, Tk, D) after RoPE and the cache update."""
+    config: ElasticAttentionConfig = module.elastic_config
+    b, hq, tq, d = query.shape
+    tk = key.shape[2]
+    groups = hq // key.shape[1]
+    if tq == tk:  # prefill: route, then every head in its own mode
+        lengths = _valid_lengths(attention_mask, b, tk, query.device)
+        decisions = route_layer(module, lengths)
+        module.elastic_decisions = decisions
+        full_heads = decisions.repeat_interleave(groups, dim=-1)
+        out = torch.zeros(b, tq, hq, d, dtype=query.dtype, device=query.device)
+        for row in range(b):
+            n = int(lengths[row])
+            out[row, tq - n:] = mixed_attention(
+                query[row:row + 1, :, tq - n:].transpose(1, 2), key[row:row + 1, :, tk - n:].transpose(1, 2),
+                value[row:row + 1, :, tk - n:].transpose(1, 2), full_heads[row:row + 1], config.sink, config.window,
+                config.block_size, scale=scaling,
+            )[0]
+        return out, None
+    if module.elastic_decisions is None:
+        raise RuntimeError("elastic attention: a decode step ran before any prefill of this layer routed its heads; "
+                           "run the prompt through the model first (generate() does).")
+    if config.decode == "dense":
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    return _sparse_kv_decode(module, query, key, value, attention_mask, scaling)
+
+
+def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
+    """Decode where sparse heads see only the first ``sink`` and the last ``window`` cached positions."""
+    config = module.elastic_config
+    b, hq, tq, d = query.shape
+    tk = key.shape[2]
+    groups = hq // key.shape[1]
+    k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scores = torch.matmul(query.float(), k.float().transpose(-1, -2)) * (scaling if scaling is not None else d**-0.5)
+    if attention_mask is not None:
+        allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        scores = scores.masked_fill(~allowed[:, :, :, -tk:], float("-inf"))
+    lengths = _valid_lengths(attention_mask, b, tk, query.device)
+    pos = torch.arange(tk, device=query.device)[None, :] - (tk - lengths)[:, None]  # position within each row
+    query_pos = (tk - tq + torch.arange(tq, device=query.device))[None, :] - (tk - lengths)[:, None]  # (B, Tq)
+    in_sparse = (pos[:, None, :] < config.sink) | (query_pos[:, :, None] - pos[:, None, :] < config.window)
+    sparse_heads = (module.elastic_decisions.repeat_interleave(groups, -1) == 0)[:, :, None, None]
+    scores = scores.masked_fill(sparse_heads & ~in_sparse[:, None], float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(query.dtype)
+    return out.transpose(1, 2), None
+
+
+def elastic_decisions(model) -> torch.Tensor:
+    """(B, L, H_kv) decisions of the last prefill, 1 = full attention."""
+    decisions = [layer.self_attn.elastic_decisions for layer in _layers(model)]
+    if any(d is None for d in decisions):
+        raise RuntimeError("no prefill has run with elastic attention yet.")
+    return torch.stack(decisions, dim=1)
