@@ -19,8 +19,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from verl_ext.elastic_attention.router import ElasticRouter, boundary_pool, route_inference
-from verl_ext.kernels.elastic_attention.reference import SINK, WINDOW, mixed_attention
+from verl_ext.elastic_attention.router import ElasticRouter, boundary_pool, route_inference, route_train
+from verl_ext.kernels.elastic_attention.reference import SINK, WINDOW, full_attention, mixed_attention, streaming_attention
 
 ATTN_NAME = "elastic"
 SUPPORTED = ("qwen2", "qwen3", "llama")
@@ -94,6 +94,19 @@ def _valid_lengths(attention_mask: Optional[torch.Tensor], batch: int, length: i
     return allowed.sum(dim=-1).long()
 
 
+def router_logits(attn, lengths: torch.Tensor) -> torch.Tensor:
+    """Router logits (B, H_kv, 2) from the captured pre-RoPE keys of the current prefill (left padded)."""
+    keys = attn._elastic_keys  # (B, T, H_kv, D)
+    config = attn.elastic_config
+    t = keys.shape[1]
+    # Left padding: move each row's prompt to the front so pooling sees its first and last tokens.
+    index = (torch.arange(t, device=keys.device)[None, :] + (t - lengths)[:, None]).clamp(max=t - 1)
+    aligned = torch.gather(keys, 1, index[:, :, None, None].expand(-1, -1, *keys.shape[2:]))
+    pooled = boundary_pool(aligned, lengths, config.pool_budget, config.pool_mode)
+    router = attn.elastic_router
+    return router(pooled.to(next(router.parameters()).dtype))
+
+
 def route_layer(attn, lengths: torch.Tensor) -> torch.Tensor:
     """KV-head decisions (B, H_kv), 1 = full, for the captured keys of the current prefill (left padded)."""
     keys = attn._elastic_keys  # (B, T, H_kv, D)
@@ -102,13 +115,7 @@ def route_layer(attn, lengths: torch.Tensor) -> torch.Tensor:
     if config.force is not None:
         value = 1 if config.force == "full" else 0
         return torch.full((b, keys.shape[2]), value, dtype=torch.long, device=keys.device)
-    # Left padding: move each row's prompt to the front so pooling sees its first and last tokens.
-    index = (torch.arange(t, device=keys.device)[None, :] + (t - lengths)[:, None]).clamp(max=t - 1)
-    aligned = torch.gather(keys, 1, index[:, :, None, None].expand(-1, -1, *keys.shape[2:]))
-    pooled = boundary_pool(aligned, lengths, config.pool_budget, config.pool_mode)
-    router = attn.elastic_router
-    logits = router(pooled.to(next(router.parameters()).dtype))
-    return route_inference(logits)
+    return route_inference(router_logits(attn, lengths))
 
 
 def elastic_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -118,6 +125,8 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
     b, hq, tq, d = query.shape
     tk = key.shape[2]
     groups = hq // key.shape[1]
+    if module.training and getattr(module, "elastic_tau", None) is not None and tq == tk:
+        return _training_forward(module, query, key, value, attention_mask, scaling)
     if tq == tk:  # prefill: route, then every head in its own mode
         lengths = _valid_lengths(attention_mask, b, tk, query.device)
         decisions = route_layer(module, lengths)
@@ -139,6 +148,24 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     return _sparse_kv_decode(module, query, key, value, attention_mask, scaling)
+
+
+def _training_forward(module, query, key, value, attention_mask, scaling):
+    """Router training: both branches for every head, mixed per (sequence, head) by the straight-through decision
+    z (1 = full), so the loss reaches every router, including through later layers' attention."""
+    config = module.elastic_config
+    b, hq, tq, d = query.shape
+    if attention_mask is not None and not bool(_valid_lengths(attention_mask, b, tq, query.device).eq(tq).all()):
+        raise ValueError("router training expects unpadded sequences (pack or bucket by length).")
+    lengths = torch.full((b,), tq, dtype=torch.long, device=query.device)
+    z = route_train(router_logits(module, lengths), module.elastic_tau)  # (B, H_kv), float with STE gradient
+    module.elastic_soft_decisions = z
+    module.elastic_decisions = (z.detach() > 0.5).long()
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    full = full_attention(q, k, v, scale=scaling)
+    sparse = streaming_attention(q, k, v, config.sink, config.window, config.block_size, scale=scaling)
+    mix = z.repeat_interleave(hq // key.shape[1], dim=-1).to(full.dtype)[:, None, :, None]  # (B, 1, Hq, 1)
+    return mix * full + (1 - mix) * sparse, None
 
 
 def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
