@@ -174,12 +174,16 @@ def streaming_attention(q, k, v, sink: int = SINK, window: int = WINDOW, block_s
 
 
 def mixed_attention(q, k, v, full_heads: torch.Tensor, sink: int = SINK, window: int = WINDOW,
-                    block_size: Optional[int] = None, scale: Optional[float] = None) -> torch.Tensor:
-    """Per-(sequence, query head) mode: ``full_heads`` (B, Hq) with 1 = full attention, 0 = streaming.
+                    block_size: Optional[int] = None, scale: Optional[float] = None, sparse_mode: str = "streaming",
+                    xattn: Optional[dict] = None) -> torch.Tensor:
+    """Per-(sequence, query head) mode: ``full_heads`` (B, Hq) with 1 = full attention, 0 = the sparse mode
+    (``streaming`` sink + window, or ``xattention`` block-sparse with ``xattn`` = stride / block / threshold).
 
     Heads sharing a KV head may differ (the table is per query head); each mode runs only on the heads that use it.
     """
     groups = _check(q, k, v)
+    if sparse_mode not in ("streaming", "xattention"):
+        raise ValueError(f"sparse_mode={sparse_mode!r} must be 'streaming' or 'xattention'.")
     b, _, hq, _ = q.shape
     if tuple(full_heads.shape) != (b, hq):
         raise ValueError(f"full_heads must be (B, Hq) = {(b, hq)}; got {tuple(full_heads.shape)}.")
@@ -192,7 +196,11 @@ def mixed_attention(q, k, v, full_heads: torch.Tensor, sink: int = SINK, window:
             if heads.numel() == 0:
                 continue
             qs, ks, vs = q[row:row + 1, :, heads], kx[row:row + 1, :, heads], vx[row:row + 1, :, heads]
-            if fn is None:
+            if fn is None and sparse_mode == "xattention":
+                from verl_ext.kernels.elastic_attention.xattention import xattention
+
+                o = xattention(qs, ks, vs, scale=scale, **(xattn or {}))[0]
+            elif fn is None:
                 o = streaming_attention(qs, ks, vs, sink, window, block_size, scale=scale)
             else:
                 o = full_attention(qs, ks, vs, scale=scale)

@@ -114,3 +114,14 @@ def test_metrics_hand_computed():
     assert streaming_pair_fraction(4, sink=1, window=1) == pytest.approx((1 + 2 + 2 + 2) / 10)
     assert esr(decisions, torch.tensor([4]), sink=1, window=1).item() == pytest.approx(0.75 * (1 - 0.7))
     assert esr(decisions, torch.tensor([4]), sink=2, window=10).item() == 0.0
+
+
+def test_xattention_sparse_mode_with_full_threshold_equals_stock(model_dir):
+    ids, mask = _batch(model_dir)
+    stock = _load(model_dir)(input_ids=ids, attention_mask=mask).logits
+    config = ElasticAttentionConfig(force="sparse", sparse_mode="xattention", xattn_stride=4, xattn_block=8,
+                                    xattn_threshold=1.0)
+    out = enable_elastic_attention(_load(model_dir), config)(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(out[mask.bool()], stock[mask.bool()], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="sparse_mode='blocky'"):
+        ElasticAttentionConfig(sparse_mode="blocky")

@@ -28,7 +28,9 @@ SUPPORTED = ("qwen2", "qwen3", "llama")
 
 @dataclasses.dataclass(frozen=True)
 class ElasticAttentionConfig:
-    """``force``: None (route), "full" or "sparse" (every head). ``block_size``: None = token-exact streaming."""
+    """``force``: None (route), "full" or "sparse" (every head). ``block_size``: None = token-exact streaming.
+    ``sparse_mode``: "streaming" (FA-SSA, the paper's main setting) or "xattention" (FA-XA; stride 16, threshold
+    0.9, block 64 as in the paper; the released evaluation file uses 0.8 and 128)."""
 
     sink: int = SINK
     window: int = WINDOW
@@ -38,8 +40,14 @@ class ElasticAttentionConfig:
     decode: str = "dense"
     force: Optional[str] = None
     hidden_mult: int = 4
+    sparse_mode: str = "streaming"
+    xattn_stride: int = 16
+    xattn_block: int = 64
+    xattn_threshold: float = 0.9
 
     def __post_init__(self):
+        if self.sparse_mode not in ("streaming", "xattention"):
+            raise ValueError(f"sparse_mode={self.sparse_mode!r} must be 'streaming' or 'xattention'.")
         if self.decode not in ("dense", "sparse_kv"):
             raise ValueError(f"decode={self.decode!r} must be 'dense' (paper) or 'sparse_kv'.")
         if self.force not in (None, "full", "sparse"):
@@ -138,7 +146,8 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
             out[row, tq - n:] = mixed_attention(
                 query[row:row + 1, :, tq - n:].transpose(1, 2), key[row:row + 1, :, tk - n:].transpose(1, 2),
                 value[row:row + 1, :, tk - n:].transpose(1, 2), full_heads[row:row + 1], config.sink, config.window,
-                config.block_size, scale=scaling,
+                config.block_size, scale=scaling, sparse_mode=config.sparse_mode,
+                xattn={"stride": config.xattn_stride, "block": config.xattn_block, "threshold": config.xattn_threshold},
             )[0]
         return out, None
     if module.elastic_decisions is None:
