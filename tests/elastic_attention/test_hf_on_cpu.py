@@ -125,3 +125,23 @@ def test_xattention_sparse_mode_with_full_threshold_equals_stock(model_dir):
     torch.testing.assert_close(out[mask.bool()], stock[mask.bool()], rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="sparse_mode='blocky'"):
         ElasticAttentionConfig(sparse_mode="blocky")
+
+
+def test_report_cli(model_dir, tmp_path):
+    import json
+
+    from verl_ext.elastic_attention.report import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Summarise the following text: " + "word " * 40, "task": "summ"},
+        {"prompt": [{"role": "user", "content": "Where is the key? " + "noise " * 30}], "task": "qa"},
+        {"prompt": "tiny", "task": "qa"},  # shorter than the pooling window and than sink + window
+    ]))
+    assert main([str(model_dir), str(prompts), "--out", str(tmp_path / "rep"), "--sink", "2", "--window", "8"]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["summary"]["qa"]["n"] == 2 and 0 <= report["summary"]["summ"]["msr"] <= 1
+    assert (tmp_path / "rep" / "routing_heatmap.png").stat().st_size > 1000
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match="line 1: needs a non-empty 'prompt'"):
+        main([str(model_dir), str(tmp_path / "bad.jsonl")])
