@@ -7,8 +7,4 @@ set -euo pipefail
 if [ $# -lt 4 ]; then
   sed -n '2,5p' "$0"; exit 2
 fi
-MODEL=$1 TRAIN=$2 VAL=$3 NAME=$4; shift 4
-HERE="$(cd "$(dirname "$0")" && pwd)"
-python -m verl.trainer.main_ppo --config-path="$HERE/config" --config-name=dapo_baseline \
-  actor_rollout_ref.model.path="$MODEL" data.train_files="$TRAIN" data.val_files="$VAL" \
-  trainer.experiment_name="$NAME" "$@"
+RE2_CONFIG_NAME=dapo_baseline exec bash "$(dirname "$0")/run_re2.sh" "$@"

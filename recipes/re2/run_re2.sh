@@ -9,6 +9,7 @@ if [ $# -lt 4 ]; then
 fi
 MODEL=$1 TRAIN=$2 VAL=$3 NAME=$4; shift 4
 HERE="$(cd "$(dirname "$0")" && pwd)"
-python -m verl.trainer.main_ppo --config-path="$HERE/config" --config-name=re2_trainer \
+# RE2_CONFIG_NAME=dapo_baseline is how run_dapo_baseline.sh reuses this script.
+python -m verl.trainer.main_ppo --config-path="$HERE/config" --config-name="${RE2_CONFIG_NAME:-re2_trainer}" \
   actor_rollout_ref.model.path="$MODEL" data.train_files="$TRAIN" data.val_files="$VAL" \
   trainer.experiment_name="$NAME" "$@"
