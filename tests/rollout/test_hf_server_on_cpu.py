@@ -115,3 +115,33 @@ def test_replica_refuses_tensor_parallel(rollout_configs):
     rollout.tensor_model_parallel_size = 2
     with pytest.raises(ValueError, match="tensor_model_parallel_size=1"):
         HFReplica(replica_rank=0, config=rollout, model_config=model, gpus_per_node=2)
+
+
+@pytest.mark.parametrize("force", ["full", None])
+def test_elastic_generation(ray_cluster, rollout_configs, replica, prompt, tiny_model_dir, force):
+    rollout, model = rollout_configs
+    rollout = rollout.copy()
+    rollout.engine_kwargs = {"hf": {"elastic": {"force": force, "sink": 2, "window": 4}}}
+    rep = HFReplica(replica_rank=9 if force else 10, config=rollout, model_config=model, gpus_per_node=1)
+    asyncio.run(rep.launch_servers())
+    try:
+        out = _generate(rep.server_handle, prompt)
+        assert 0.0 <= out.extra_fields["elastic_msr"] <= 1.0
+        if force == "full":  # every head dense: the same tokens as the plain server
+            assert out.extra_fields["elastic_msr"] == 0.0
+            assert out.token_ids == _generate(replica.server_handle, prompt).token_ids
+        # The actor's weights (no router tensors) still update an elastic server.
+        adapter = HFServerAdapter(rollout, model, device_mesh=None, replica_rank=rep.replica_rank)
+        asyncio.run(adapter.update_weights(iter(_perturbed_state(tiny_model_dir, 0.0)), global_steps=5))
+        assert _generate(rep.server_handle, prompt).extra_fields["global_steps"] == 5
+    finally:
+        ray.kill(rep.servers[0])
+
+
+def test_elastic_options_are_checked(ray_cluster, rollout_configs):
+    rollout, model = rollout_configs
+    rollout = rollout.copy()
+    rollout.engine_kwargs = {"hf": {"elastic": {"windw": 4}}}
+    rep = HFReplica(replica_rank=11, config=rollout, model_config=model, gpus_per_node=1)
+    with pytest.raises(Exception, match="engine_kwargs.hf.elastic"):
+        asyncio.run(rep.launch_servers())

@@ -59,9 +59,11 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         hf_kwargs = dict((rollout_config.engine_kwargs or {}).get("hf") or {})
         threads = int(hf_kwargs.pop("num_threads", os.cpu_count() or 1))
+        elastic = hf_kwargs.pop("elastic", None)
         if hf_kwargs:
             raise ValueError(
-                f"actor_rollout_ref.rollout.engine_kwargs.hf has unknown keys {sorted(hf_kwargs)}; known: ['num_threads']."
+                f"actor_rollout_ref.rollout.engine_kwargs.hf has unknown keys {sorted(hf_kwargs)}; "
+                "known: ['num_threads', 'elastic']."
             )
         self.device = _select_device()
         if self.device.type == "cpu":
@@ -80,6 +82,9 @@ class HFRolloutServer:
             path, dtype=dtype, trust_remote_code=model_config.trust_remote_code, attn_implementation="sdpa"
         ).to(self.device)
         self.model.eval()
+        self.elastic = elastic is not None
+        if self.elastic:
+            self._enable_elastic(dict(elastic))
         eos = self._eos_token_ids(model_config)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=int(rollout_config.seed or 0))
@@ -96,6 +101,33 @@ class HFRolloutServer:
         self._in_flight = 0
         self._asleep = False
         self._incoming: dict[str, torch.Tensor] = {}
+
+    def _enable_elastic(self, options: dict) -> None:
+        """Generate with Elastic Attention: ``engine_kwargs.hf.elastic`` holds ElasticAttentionConfig fields and an
+        optional ``adapter`` (router safetensors). Routing is deterministic; each response reports its prefill's
+        Omega_MSR in ``extra_fields["elastic_msr"]``."""
+        from verl_ext.elastic_attention.adapter import load_router_adapter
+        from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
+
+        adapter = options.pop("adapter", None)
+        try:
+            config = ElasticAttentionConfig(**options)
+        except TypeError as exc:
+            raise ValueError(f"actor_rollout_ref.rollout.engine_kwargs.hf.elastic: {exc}") from exc
+        enable_elastic_attention(self.model, config)
+        if adapter:
+            load_router_adapter(self.model, adapter)
+
+    def _generate_batch(self, prompts, params):
+        """Generate, then read the batch's routing (same thread, so no other batch interleaves)."""
+        results = self.engine.generate(prompts, params)
+        msr = None
+        if self.elastic:
+            from verl_ext.elastic_attention.hf import elastic_decisions
+            from verl_ext.elastic_attention.metrics import msr as model_sparsity
+
+            msr = model_sparsity(elastic_decisions(self.model)).tolist()
+        return results, msr
 
     def _eos_token_ids(self, model_config) -> list[int]:
         ids: list[int] = []
@@ -136,15 +168,15 @@ class HFRolloutServer:
         self._pending.append(_Request(request_id, prompt_ids, params, future))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._run_batches())
-        generation = await future
-        if generation is None:
+        outcome = await future
+        if outcome is None:
             return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted", extra_fields=self._extra())
-        return TokenOutput(
-            token_ids=generation.token_ids,
-            log_probs=generation.log_probs,
-            stop_reason="completed",
-            extra_fields={**self._extra(), "finish_reason": generation.finish_reason},
-        )
+        generation, msr = outcome
+        extra = {**self._extra(), "finish_reason": generation.finish_reason}
+        if msr is not None:
+            extra["elastic_msr"] = msr
+        return TokenOutput(token_ids=generation.token_ids, log_probs=generation.log_probs, stop_reason="completed",
+                           extra_fields=extra)
 
     def _extra(self) -> dict:
         return {"global_steps": self.global_steps}
@@ -157,12 +189,12 @@ class HFRolloutServer:
             batch, self._pending = self._pending, []
             self._in_flight += len(batch)
             try:
-                results = await asyncio.to_thread(
-                    self.engine.generate, [r.prompt_ids for r in batch], [r.params for r in batch]
+                results, msr = await asyncio.to_thread(
+                    self._generate_batch, [r.prompt_ids for r in batch], [r.params for r in batch]
                 )
-                for request, result in zip(batch, results):
+                for row, (request, result) in enumerate(zip(batch, results)):
                     if not request.future.done():
-                        request.future.set_result(result[0])
+                        request.future.set_result((result[0], None if msr is None else msr[row]))
             except Exception as exc:  # noqa: BLE001 - every waiting request receives the failure
                 for request in batch:
                     if not request.future.done():
@@ -185,7 +217,8 @@ class HFRolloutServer:
         if unexpected:
             raise KeyError(f"hf rollout: weight update has names the model lacks: {unexpected[:5]} ...")
         tied = self._tied_names()
-        missing = sorted(set(state) - set(incoming) - tied)
+        # Elastic routers live only on the rollout side unless the actor trains and sends them.
+        missing = sorted(n for n in set(state) - set(incoming) - tied if ".elastic_router." not in n)
         if missing:
             raise KeyError(f"hf rollout: weight update is missing {len(missing)} tensors, e.g. {missing[:5]}")
         with torch.no_grad():
