@@ -26,6 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _timing import median_seconds  # noqa: E402
 from verl_ext import cpu_smoke  # noqa: E402
 from verl_ext.rollout.hf_engine import HFGenerationEngine  # noqa: E402
 from verl_ext.rollout.sampling import SamplingParams  # noqa: E402
@@ -66,14 +67,7 @@ def generate_only_seconds(model_dir: Path, repeats: int = 3) -> float:
     prompts = [tok(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False),
                    add_special_tokens=False)["input_ids"] for r in rows]
     params = [SamplingParams(max_new_tokens=32, n=2, ignore_eos=True, logprobs=True)] * len(prompts)
-    engine.generate(prompts, params)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        engine.generate(prompts, params)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
+    return median_seconds(lambda: engine.generate(prompts, params), repeats)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import median_seconds  # noqa: E402
 from verl_ext.kernels.elastic_attention.reference import full_attention, streaming_attention  # noqa: E402
-
-
-def timed(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -45,8 +34,8 @@ def main() -> None:
     q = torch.randn(1, args.tokens, args.heads, args.head_dim)
     k = torch.randn(1, args.tokens, args.kv_heads, args.head_dim)
     v = torch.randn(1, args.tokens, args.kv_heads, args.head_dim)
-    sa = timed(lambda: streaming_attention(q, k, v, sink=128, window=2048), args.repeats)
-    dense = timed(lambda: full_attention(q, k, v), args.repeats)
+    sa = median_seconds(lambda: streaming_attention(q, k, v, sink=128, window=2048), args.repeats)
+    dense = median_seconds(lambda: full_attention(q, k, v), args.repeats)
     t, span = args.tokens, 128 + 2048
     # Ideal speedup: query-key pairs dense causal attention computes over those streaming attention computes.
     ideal = (t * (t + 1) / 2) / sum(min(i + 1, span) for i in range(t))

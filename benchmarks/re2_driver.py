@@ -17,7 +17,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from verl.trainer.ppo import core_algos  # noqa: E402
 
+from _timing import median_seconds  # noqa: E402
 from verl_ext.re2.advantage import compute_re2_advantage  # noqa: E402
 from verl_ext.re2.filtering import degenerate_groups, keep_mask  # noqa: E402
 from verl_ext.re2.prefixes import PrefixConfig, build_prefix_groups  # noqa: E402
@@ -112,15 +112,6 @@ def grading_throughput(count: int, rng) -> tuple[float, dict]:
     return count / seconds, stats
 
 
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=32)
@@ -132,15 +123,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = random.Random(0)
-    with tempfile.TemporaryDirectory():
-        tokenizer = train_tokenizer(512)
+    tokenizer = train_tokenizer(512)
     detector = RedoDetector(tokenizer)
     full, conts, outcomes = synthetic_step(tokenizer, args.questions, args.prefixes, args.continuations, args.length, rng)
     group_ids = [f"q{i // (args.prefixes * args.continuations)}" for i in range(len(conts))]
     scores = np.array([1.0 if o == "correct" else 0.0 for o in outcomes])
-    re2_s = median_time(lambda: re2_driver(tokenizer, detector, full, conts, outcomes, args.prefixes,
+    re2_s = median_seconds(lambda: re2_driver(tokenizer, detector, full, conts, outcomes, args.prefixes,
                                            args.continuations, args.length, random.Random(1)), args.repeats)
-    grpo_s = median_time(lambda: grpo_driver(scores, group_ids, [len(c) for c in conts], args.length), args.repeats)
+    grpo_s = median_seconds(lambda: grpo_driver(scores, group_ids, [len(c) for c in conts], args.length), args.repeats)
     per_s, stats = grading_throughput(args.grading_items, rng)
     print(f"{len(conts)} continuations ({args.questions} questions x {args.prefixes} prefixes x {args.continuations})")
     print(f"Re² driver work: {re2_s:.3f} s; plain GRPO driver work: {grpo_s:.3f} s; ratio {re2_s / grpo_s:.1f}x")

@@ -86,4 +86,6 @@ def test_private_verl_methods_the_re2_extensions_override_still_exist():
     assert list(inspect.signature(worker._run_prompt).parameters)[:5] == ["self", "prompt", "sampling_params", "trajectory", "trace"]
     assert list(inspect.signature(worker._agent_loop_postprocess).parameters)[:3] == ["self", "output", "validate"]
     assert list(inspect.signature(PPOTrainer._compute_advantage).parameters) == ["self", "batch", "metrics"]
+    assert list(inspect.signature(PPOTrainer._val_metrics_update).parameters)[:5] == [
+        "self", "data_sources", "sample_uids", "reward_extra_infos_dict", "sample_turns"]
     assert 'self.trainer_mode == "sync"' in inspect.getsource(PPOTrainer._build_replay_buffer)

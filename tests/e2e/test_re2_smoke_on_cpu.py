@@ -22,7 +22,19 @@ def records(tmp_path_factory):
     return read_metrics(result["metrics"])
 
 
+def _train(records):
+    return [r for r in records if "actor/pg_loss" in r["data"]]
+
+
+def test_validation_reports_accuracy_under_the_redo_rule(records):
+    val = [r["data"] for r in records if any(k.endswith("/re2_avg_redo_rule") for k in r["data"])]
+    assert val, "no validation record with re2_avg_redo_rule"
+    key = next(k for k in val[0] if k.endswith("/re2_avg_redo_rule"))
+    assert 0 <= val[0][key] <= 1
+
+
 def test_two_steps_with_re2_metrics(records):
+    records = _train(records)
     assert [r["step"] for r in records] == [1, 2]
     for record in records:
         data = record["data"]
@@ -33,6 +45,7 @@ def test_two_steps_with_re2_metrics(records):
 
 
 def test_every_outcome_class_occurs_and_advantages_move(records):
+    records = _train(records)
     # The warm start teaches the redo phrase, so redo rows (with their Eq. 1 reward) appear next to answers.
     assert any(r["data"]["re2/redo_rate"] > 0 for r in records)
     assert any(0 < r["data"]["re2/acc_non_redo"] < 1 for r in records)

@@ -64,7 +64,8 @@ def test_verdict_parsing(output, strict, lenient):
 def test_fit_messages_cuts_the_middle_of_the_trajectories(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from verl_ext.memrm.convert import _template_text, fit_messages
+    from verl_ext.memrm.convert import fit_messages
+    from verl_ext.memrm.prompts import template_text as _template_text
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     user = "BEGIN " + " ".join(f"step {k} keeps the key." for k in range(400)) + " END"

@@ -24,3 +24,24 @@ def test_trainer_behaves_as_verls_sync_mode():
     trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
     trainer.trainer_mode = "re2_sync"
     assert trainer.trainer_mode == "sync" and trainer.selected_mode == "re2_sync"
+
+
+def test_validation_accuracy_under_the_redo_rule():
+    from verl_ext.re2.trainer import redo_rule_validation_metrics
+
+    # q1: correct, redo, wrong -> 1/2 over answered; q2: two redo -> 0 (all redo: plain mean)
+    metrics = redo_rule_validation_metrics(
+        ["math"] * 5, ["q1", "q1", "q1", "q2", "q2"], {"acc": [1, 0, 0, 0, 0], "redo": [0, 1, 0, 1, 1]})
+    assert metrics["val-core/math/re2_avg_redo_rule"] == pytest.approx(0.25)
+    assert metrics["val-aux/math/re2_redo_rate"] == pytest.approx(3 / 5)
+    assert redo_rule_validation_metrics(["math"], ["q"], {"acc": [1]}) == {}
+
+
+def test_trainer_adds_redo_rule_metrics_to_verls(monkeypatch):
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    monkeypatch.setattr(PPOTrainer, "_val_metrics_update", lambda self, *a, **k: {"val-core/math/acc/mean@2": 0.5})
+    trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
+    out = trainer._val_metrics_update(["math"] * 2, ["q", "q"], {"acc": [1, 0], "redo": [0, 1]}, [2, 2])
+    assert out == {"val-core/math/acc/mean@2": 0.5, "val-core/math/re2_avg_redo_rule": 1.0,
+                   "val-aux/math/re2_redo_rate": 0.5}

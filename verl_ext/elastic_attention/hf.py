@@ -117,12 +117,10 @@ def router_logits(attn, lengths: torch.Tensor) -> torch.Tensor:
 
 def route_layer(attn, lengths: torch.Tensor) -> torch.Tensor:
     """KV-head decisions (B, H_kv), 1 = full, for the captured keys of the current prefill (left padded)."""
-    keys = attn._elastic_keys  # (B, T, H_kv, D)
-    config = attn.elastic_config
-    b, t = keys.shape[:2]
-    if config.force is not None:
-        value = 1 if config.force == "full" else 0
-        return torch.full((b, keys.shape[2]), value, dtype=torch.long, device=keys.device)
+    force = attn.elastic_config.force
+    if force is not None:
+        keys = attn._elastic_keys  # (B, T, H_kv, D)
+        return torch.full((keys.shape[0], keys.shape[2]), int(force == "full"), dtype=torch.long, device=keys.device)
     return route_inference(router_logits(attn, lengths))
 
 

@@ -20,16 +20,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from verl_ext.memrm.loaders import iter_items
-from verl_ext.memrm.prompts import DEFAULT_CAP, correct_letter, judge_messages, order_table
+from verl_ext.memrm.prompts import DEFAULT_CAP, correct_letter, judge_messages, order_table, template_text
 from verl_ext.memrm.records import RecordStore, prompt_sha, record_key
 from verl_ext.memrm.schema import TASK_SHORT
-
-
-def _template_text(tokenizer, messages: list[dict]) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
-    except TypeError:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def fit_messages(tokenizer, messages: list[dict], cap: int) -> tuple[list[dict], int, bool]:
@@ -38,7 +31,7 @@ def fit_messages(tokenizer, messages: list[dict], cap: int) -> tuple[list[dict],
     The official cut keeps the templated prompt's first cap/2 and last cap/2 - 5 tokens; the cut falls inside the
     user message (the trajectories), so the same tokens are removed there, located by character offsets.
     """
-    text = _template_text(tokenizer, messages)
+    text = template_text(tokenizer, messages)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     n = len(encoded["input_ids"])
     if n < cap:
@@ -66,9 +59,9 @@ def fit_messages(tokenizer, messages: list[dict], cap: int) -> tuple[list[dict],
     return fitted, head_tokens + tail_tokens, True
 
 
-def _counts(files) -> dict[str, int]:
+def _rows_per_task(items: Iterable) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for item in files:
+    for item in items:
         counts[item.task] = counts.get(item.task, 0) + 1
     return counts
 
@@ -80,7 +73,7 @@ def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEF
         raise ValueError(f"order mode {order!r} must be 'seeded' or 'dual'.")
     stats = stats if stats is not None else {}
     stats.update({"items": 0, "rows": 0, "truncated": 0, "skipped_done": 0})
-    table = order_table(_counts(iter_items(data)))
+    table = order_table(_rows_per_task(iter_items(data)))
     for item in iter_items(data):
         stats["items"] += 1
         first = table[(item.task, item.index)]
@@ -108,35 +101,35 @@ def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEF
 
 
 def write_parquet(rows: Iterable[dict], output: str | Path, batch_rows: int = 32) -> int:
-    """Stream rows into one parquet file, ``batch_rows`` at a time (bounded memory)."""
+    """Stream rows into one parquet file, ``batch_rows`` at a time (bounded memory); returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer, batch, total = None, [], 0
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    writer, batch, total = None, [], 0
+
+    def flush():
+        nonlocal writer
+        table = pa.Table.from_pylist(batch)
+        writer = writer or pq.ParquetWriter(output, table.schema)
+        writer.write_table(table.cast(writer.schema))
+
     try:
         for row in rows:
             batch.append(row)
-            if len(batch) >= batch_rows:
-                table = pa.Table.from_pylist(batch)
-                writer = writer or pq.ParquetWriter(output, table.schema)
-                writer.write_table(table.cast(writer.schema))
-                total += len(batch)
-                batch = []
-        if batch or writer is None:
-            table = pa.Table.from_pylist(batch) if batch else None
-            if table is not None:
-                writer = writer or pq.ParquetWriter(output, table.schema)
-                writer.write_table(table.cast(writer.schema))
-                total += len(batch)
+            if len(batch) == batch_rows:
+                flush()
+                total, batch = total + len(batch), []
+        if batch:
+            flush()
+            total += len(batch)
     finally:
         if writer is not None:
             writer.close()
-    if total == 0:
-        import pandas as pd
-
-        pd.DataFrame(columns=["data_source", "prompt", "ability", "reward_model", "extra_info"]).to_parquet(output)
+    if total == 0:  # everything was already scored: an empty file with the columns verl expects
+        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in
+                                 ("data_source", "prompt", "ability", "reward_model", "extra_info")}), output)
     return total
 
 

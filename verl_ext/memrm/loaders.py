@@ -118,11 +118,7 @@ def iter_items(path: str | Path) -> Iterator[PairItem]:
 
 def load_items(path: str | Path, check_counts: bool = True) -> list[PairItem]:
     """All pairs under ``path``; checks the published counts when the full set is present."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"benchmark data {path} does not exist.")
-    files = _files(path)
-    items = list(_load_datasets_folder(path)) if not files else [i for f in files for i in load_file(f)]
+    items = list(iter_items(path))
     if check_counts and len(items) == FULL_SIZE:
         check_published_counts(items)
     return items

@@ -137,12 +137,9 @@ def truncate_middle(token_ids: Sequence[int], cap: int = DEFAULT_CAP) -> tuple[l
     return token_ids[:head] + token_ids[-tail:], True
 
 
-def render_prompt(tokenizer, messages: list[dict], cap: int = DEFAULT_CAP) -> tuple[str, int, bool]:
-    """Chat-templated judge prompt (thinking disabled), cut at ``cap`` tokens; returns (text, tokens, truncated)."""
+def template_text(tokenizer, messages: list[dict]) -> str:
+    """The judge prompt as the judge sees it: its chat template with a generation prompt, thinking disabled."""
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
-    except TypeError:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    kept, truncated = truncate_middle(ids, cap)
-    return (tokenizer.decode(kept) if truncated else text), len(kept), truncated
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
+    except TypeError:  # templates without an enable_thinking switch
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

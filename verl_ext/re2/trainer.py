@@ -2,7 +2,8 @@
 
 Registered with verl's ``register_trainer``. The only change is a hook around the advantage computation that reads
 the rows' ``reward_extra_info`` (written by ``Re2AgentLoopWorker``) from TransferQueue and logs ``re2/*`` and
-``grading/timeouts``; the training step itself is verl's.
+``grading/timeouts``, and validation adds accuracy under the redo rule per data source; the training step itself
+is verl's.
 """
 
 from __future__ import annotations
@@ -10,7 +11,25 @@ from __future__ import annotations
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
+from verl_ext.re2.evaluation import Sample, avg_at_k
 from verl_ext.re2.filtering import re2_metrics
+
+
+def redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos: dict) -> dict[str, float]:
+    """Per data source: accuracy under the redo rule (avg@k; redo samples excluded per question) and redo rate,
+    from the validation rewards' ``acc`` and ``redo`` (``verl_ext.re2.validation_reward``). Empty if absent."""
+    acc, redo = reward_extra_infos.get("acc"), reward_extra_infos.get("redo")
+    if acc is None or redo is None or len(acc) != len(sample_uids):
+        return {}
+    by_source: dict[str, list[Sample]] = {}
+    for source, uid, a, r in zip(data_sources, sample_uids, acc, redo):
+        by_source.setdefault(str(source), []).append(Sample(str(uid), None, bool(a), bool(r)))
+    out = {}
+    for source, samples in by_source.items():
+        result = avg_at_k(samples)
+        out[f"val-core/{source}/re2_avg_redo_rule"] = result["avg_redo_rule"]
+        out[f"val-aux/{source}/re2_redo_rate"] = result["redo_rate"]
+    return out
 
 
 def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float]:
@@ -50,6 +69,11 @@ class Re2PPOTrainer(PPOTrainerSync):
     @trainer_mode.setter
     def trainer_mode(self, value: str) -> None:
         self.selected_mode = value
+
+    def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs):
+        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs)
+        metrics.update(redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos_dict))
+        return metrics
 
     def _compute_advantage(self, batch, metrics: dict):
         import transfer_queue as tq

@@ -27,6 +27,23 @@ def _encode(tokenizer, a: int, op: str, b: int, redo: bool = False) -> tuple[lis
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
+def supervised_step(model, optimizer, batch: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+    """One teacher-forced step on (token ids, prompt length) pairs; loss only on the tokens after the prompt."""
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention[row, : len(ids)] = 1
+    loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def warm_start(
     model_dir: str | Path,
     max_seconds: float = 45.0,
@@ -62,18 +79,7 @@ def warm_start(
     step = 0
     while step < max_steps and time.perf_counter() - start < max_seconds:
         batch = rng.sample(examples, min(batch_size, len(examples)))
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, prompt_len) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-            attention[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = supervised_step(model, optimizer, batch, tokenizer.pad_token_id)
         last_loss = float(loss.detach())
         if step == 0:
             first_loss = last_loss
@@ -106,19 +112,7 @@ def warm_start_judge(model_dir: str | Path, prompts: list[list[int]], max_steps:
     for _ in range(max_steps):
         batch = [(p, verdicts[rng.choice(["[[A]]", "[[B]]"])] + [tokenizer.eos_token_id])
                  for p in rng.sample(prompts, min(batch_size, len(prompts)))]
-        width = max(len(p) + len(v) for p, v in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (p, v) in enumerate(batch):
-            ids = p + v
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, len(p) : len(ids)] = torch.tensor(v)
-            attention[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = supervised_step(model, optimizer, [(p + v, len(p)) for p, v in batch], tokenizer.pad_token_id)
         losses.append(float(loss.detach()))
     model.eval()
     model.save_pretrained(model_dir)
