@@ -1,12 +1,14 @@
 import os
 
-# Triton kernels run on CPU only through the interpreter, and it must be chosen before any @triton.jit runs.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
+
+# Without a GPU, Triton kernels run through the interpreter, chosen before any @triton.jit runs (importing torch
+# runs none); with one, they compile.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 @pytest.fixture(scope="session")

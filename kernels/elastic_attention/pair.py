@@ -1,0 +1,153 @@
+"""The differentiable training pair: O = z * FA(q, k, v) + (1 - z) * SA(q, k, v) per (sequence, query head).
+
+``elastic_attention_pair`` is what router training runs in every layer: z is the straight-through routing decision
+(hard in the forward, soft gradient), so the backward returns dq, dk, dv and dz = <dO, O_FA - O_SA> summed over the
+sequence's tokens. The Triton path (``triton_pair.py``) computes both branches from one pass over Q/K tiles; the
+reference path runs the two PyTorch references and lets autograd do the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+
+from .modes import STREAMING, STREAMING_BLOCKS
+from .ops import (_alloc, _check_tensors, _check_triton_head_dim, _packed, _zero_uncovered, dot_flags,
+                  resolve_backend, sequences, tuned)
+from .reference import SINK, WINDOW, full_attention, streaming_attention
+
+LOG2E = 1.4426950408889634
+
+
+def _pair_tiles(device):
+    return (64, 64) if device.type == "cuda" else (32, 16)
+
+
+def _kernel(name: str, device):
+    """One of the pair's kernels; on CUDA autotuned over warps and stages (tiles fixed at 64 x 64)."""
+    from . import triton_pair
+
+    kernel = getattr(triton_pair, name)
+    if device.type != "cuda":
+        return kernel
+    configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (4, 3), (8, 2), (8, 3))]
+    return tuned(name, kernel, configs, ["HEAD_DIM", "IEEE", "UPCAST"])
+
+
+def _token_seq(starts, lens, n: int, device) -> torch.Tensor:
+    """(N,) sequence index of every packed row (-1 outside every sequence)."""
+    owner = torch.full((n,), -1, dtype=torch.int64)
+    for s, (a, t) in enumerate(zip(starts.tolist(), lens.tolist())):
+        owner[a:a + t] = s
+    return owner.to(device)
+
+
+class _TritonPair(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, z, starts, lens, sink, window, round_block, scale):
+        hq, d = q.shape[1], q.shape[2]
+        bm, bn = _pair_tiles(q.device)
+        max_len = int(lens.max())
+        n_m_tiles = max(math.ceil(max_len / bm), 1)
+        o_fa, o_sa = _alloc(q.shape, q), _alloc(q.shape, q)
+        lse_fa = _alloc((hq, q.shape[0]), q, torch.float32)
+        lse_sa = _alloc((hq, q.shape[0]), q, torch.float32)
+        sa_mode = STREAMING if round_block is None else STREAMING_BLOCKS
+        dev = q.device
+        st, ln = starts.to(dev), lens.to(dev)
+        _kernel("_pair_fwd", dev)[(n_m_tiles, len(starts) * hq)](
+            q, k, v, o_fa, o_sa, lse_fa, lse_sa, st, ln,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o_fa.stride(0),
+            o_fa.stride(1), lse_fa.stride(0),
+            hq, hq // k.shape[1], n_m_tiles, scale * LOG2E, sink, window, round_block or 128, sa_mode,
+            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
+        )
+        _zero_uncovered(o_fa, starts, lens)
+        _zero_uncovered(o_sa, starts, lens)
+        owner = _token_seq(starts, lens, q.shape[0], dev)
+        mix = torch.where(owner[:, None] >= 0, z[owner.clamp(min=0)], torch.zeros((), dtype=z.dtype, device=dev))
+        out = (mix[..., None] * o_fa.float() + (1 - mix[..., None]) * o_sa.float()).to(q.dtype)
+        ctx.save_for_backward(q, k, v, z, o_fa, o_sa, lse_fa, lse_sa, st, ln, owner)
+        ctx.meta = (sink, window, round_block, scale, sa_mode, len(starts), n_m_tiles)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, z, o_fa, o_sa, lse_fa, lse_sa, st, ln, owner = ctx.saved_tensors
+        sink, window, round_block, scale, sa_mode, n_seqs, n_m_tiles = ctx.meta
+        d_out = d_out.contiguous()
+        hq, hk, d = q.shape[1], k.shape[1], q.shape[2]
+        bm, bn = _pair_tiles(q.device)
+        d_fa = (d_out.float() * o_fa.float()).sum(-1).T.contiguous()  # (Hq, N)
+        d_sa = (d_out.float() * o_sa.float()).sum(-1).T.contiguous()
+        inside = owner >= 0
+        dz = torch.zeros(n_seqs, hq, dtype=torch.float32, device=q.device)
+        dz.index_add_(0, owner[inside], (d_fa - d_sa).T[inside])
+        zf = z.float().contiguous()
+        dq, dk, dv = _alloc(q.shape, q), _alloc(k.shape, k), _alloc(v.shape, v)
+        max_len = int(ln.max())
+        n_n_tiles = max(math.ceil(max_len / bn), 1)
+        common = (sink, window, round_block or 128, sa_mode)
+        _kernel("_pair_bwd_dkdv", q.device)[(n_n_tiles, n_seqs * hk)](
+            q, k, v, d_out, dk, dv, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
+            d_out.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse_fa.stride(0),
+            hq, hk, hq // hk, n_n_tiles, scale * LOG2E, scale, *common,
+            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
+        )
+        _kernel("_pair_bwd_dq", q.device)[(n_m_tiles, n_seqs * hq)](
+            q, k, v, d_out, dq, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
+            d_out.stride(1), dq.stride(0), dq.stride(1), lse_fa.stride(0),
+            hq, hq // hk, n_m_tiles, scale * LOG2E, scale, *common,
+            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
+        )
+        for grad in (dq, dk, dv):
+            _zero_uncovered(grad, st.cpu(), ln.cpu())
+        return dq, dk, dv, dz.to(z.dtype), None, None, None, None, None, None
+
+
+def _reference_pair(q, k, v, z, starts, lens, sink, window, round_block, scale):
+    out = torch.zeros_like(q)
+    parts = []
+    for s, (a, t) in enumerate(zip(starts.tolist(), lens.tolist())):
+        if t == 0:
+            continue
+        qs, ks, vs = q[a:a + t][None], k[a:a + t][None], v[a:a + t][None]
+        full = full_attention(qs, ks, vs, scale=scale)[0]
+        sparse = streaming_attention(qs, ks, vs, sink, window, round_block, scale=scale)[0]
+        mix = z[s].to(full.dtype)[None, :, None]
+        parts.append((a, t, mix * full + (1 - mix) * sparse))
+    if not parts:
+        return out
+    rows = torch.cat([torch.arange(a, a + t) for a, t, _ in parts]).to(q.device)
+    return out.index_put((rows,), torch.cat([p for _, _, p in parts]))
+
+
+def elastic_attention_pair(q, k, v, z, *, cu_seqlens=None, lengths=None, left_padded: bool = False, sink: int = SINK,
+                           window: int = WINDOW, round_block: Optional[int] = None, scale: Optional[float] = None,
+                           backend: str = "auto") -> torch.Tensor:
+    """Differentiable O = z * O_FA + (1 - z) * O_SA with z (S, Hq) per (sequence, query head) (1 = full).
+
+    SA is token-exact streaming (sink + window), or block-rounded with ``round_block``. Layout as ``elastic_prefill``.
+    """
+    _check_tensors(q, k, v, packed=q.dim() == 3)
+    starts, lens = sequences(q, cu_seqlens, lengths, left_padded)
+    hq, d = q.shape[-2], q.shape[-1]
+    if z.shape != (len(starts), hq) or not z.is_floating_point():
+        raise ValueError(f"z must be floating point (sequences, query heads) = ({len(starts)}, {hq}); "
+                         f"got {z.dtype} {tuple(z.shape)}.")
+    if sink < 0 or window < 1 or (round_block is not None and round_block < 1):
+        raise ValueError(f"sink={sink} >= 0, window={window} >= 1 and round_block={round_block} >= 1 are required.")
+    scale = d**-0.5 if scale is None else scale
+    qp, kp, vp = _packed(q), _packed(k), _packed(v)
+    if resolve_backend(backend, q.device) == "reference":
+        return _reference_pair(qp, kp, vp, z, starts, lens, sink, window, round_block, scale).reshape(q.shape)
+    _check_triton_head_dim(d)
+    if int(lens.max()) == 0:
+        return torch.zeros_like(q) + 0 * z.sum()
+    return _TritonPair.apply(qp.contiguous(), kp.contiguous(), vp.contiguous(), z, starts, lens, sink, window,
+                             round_block, scale).reshape(q.shape)
