@@ -20,7 +20,12 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from verl_ext.elastic_attention.router import ElasticRouter, boundary_pool, route_inference, route_train
+from verl_ext.kernels.elastic_attention import modes
+from verl_ext.kernels.elastic_attention.decode import elastic_decode
+from verl_ext.kernels.elastic_attention.ops import elastic_prefill
+from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
 from verl_ext.kernels.elastic_attention.reference import SINK, WINDOW, full_attention, mixed_attention, streaming_attention
+from verl_ext.kernels.elastic_attention.xattention import xattention_block_mask
 
 ATTN_NAME = "elastic"
 SUPPORTED = ("qwen2", "qwen3", "llama")
@@ -30,7 +35,9 @@ SUPPORTED = ("qwen2", "qwen3", "llama")
 class ElasticAttentionConfig:
     """``force``: None (route), "full" or "sparse" (every head). ``block_size``: None = token-exact streaming.
     ``sparse_mode``: "streaming" (FA-SSA, the paper's main setting) or "xattention" (FA-XA; stride 16, threshold
-    0.9, block 64 as in the paper; the released evaluation file uses 0.8 and 128)."""
+    0.9, block 64 as in the paper; the released evaluation file uses 0.8 and 128). ``backend``: "auto" (the Triton
+    kernels on CUDA, the PyTorch reference on CPU), "triton" (also on CPU under TRITON_INTERPRET=1, for tests) or
+    "reference"."""
 
     sink: int = SINK
     window: int = WINDOW
@@ -44,8 +51,11 @@ class ElasticAttentionConfig:
     xattn_stride: int = 16
     xattn_block: int = 64
     xattn_threshold: float = 0.9
+    backend: str = "auto"
 
     def __post_init__(self):
+        if self.backend not in ("auto", "triton", "reference"):
+            raise ValueError(f"backend={self.backend!r} must be 'auto', 'triton' or 'reference'.")
         if self.sparse_mode not in ("streaming", "xattention"):
             raise ValueError(f"sparse_mode={self.sparse_mode!r} must be 'streaming' or 'xattention'.")
         if self.decode not in ("dense", "sparse_kv"):
@@ -138,6 +148,8 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
         decisions = route_layer(module, lengths)
         module.elastic_decisions = decisions
         full_heads = decisions.repeat_interleave(groups, dim=-1)
+        if _use_triton(config, query):
+            return _triton_prefill(config, query, key, value, full_heads, lengths, scaling), None
         out = torch.zeros(b, tq, hq, d, dtype=query.dtype, device=query.device)
         for row in range(b):
             n = int(lengths[row])
@@ -169,10 +181,43 @@ def _training_forward(module, query, key, value, attention_mask, scaling):
     module.elastic_soft_decisions = z
     module.elastic_decisions = (z.detach() > 0.5).long()
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    if _use_triton(config, query):  # both branches from one pass, router gradient from the fused backward
+        out = elastic_attention_pair(q, k, v, z.repeat_interleave(hq // key.shape[1], dim=-1), sink=config.sink,
+                                     window=config.window, round_block=config.block_size, scale=scaling)
+        return out, None
     full = full_attention(q, k, v, scale=scaling)
     sparse = streaming_attention(q, k, v, config.sink, config.window, config.block_size, scale=scaling)
     mix = z.repeat_interleave(hq // key.shape[1], dim=-1).to(full.dtype)[:, None, :, None]  # (B, 1, Hq, 1)
     return mix * full + (1 - mix) * sparse, None
+
+
+def _use_triton(config: ElasticAttentionConfig, query: torch.Tensor) -> bool:
+    if config.backend == "auto":
+        return query.is_cuda
+    return config.backend == "triton"
+
+
+def _triton_prefill(config, query, key, value, full_heads, lengths, scaling):
+    """Every (row, query head) in its mode in one kernel launch over the left-padded batch; (B, Tq, Hq, D)."""
+    q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    b, t = q.shape[:2]
+    block_mask = None
+    if config.sparse_mode == "xattention":
+        sparse_code = modes.BLOCK_SPARSE
+        nb = -(-t // config.xattn_block)
+        block_mask = torch.ones(b, q.shape[2], nb, nb, dtype=torch.bool, device=q.device)
+        for row in range(b):  # estimated on each row's own tokens, as the reference does
+            n = int(lengths[row])
+            est = xattention_block_mask(q[row:row + 1, t - n:], k[row:row + 1, t - n:], config.xattn_stride,
+                                        config.xattn_block, config.xattn_threshold)
+            block_mask[row, :, :est.shape[2], :est.shape[3]] = est[0]
+    else:
+        sparse_code = modes.STREAMING if config.block_size is None else modes.STREAMING_BLOCKS
+    table = torch.where(full_heads.bool(), modes.FULL, sparse_code)
+    return elastic_prefill(q, k, v, table, lengths=lengths, left_padded=True, sink=config.sink, window=config.window,
+                           round_block=config.block_size or 128, block_mask=block_mask,
+                           mask_block=config.xattn_block if block_mask is not None else None, scale=scaling,
+                           backend="triton")
 
 
 def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
@@ -181,12 +226,19 @@ def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
     b, hq, tq, d = query.shape
     tk = key.shape[2]
     groups = hq // key.shape[1]
+    lengths = _valid_lengths(attention_mask, b, tk, query.device)
+    if _use_triton(config, query) and tq == 1 and bool((lengths == tk).all()):
+        # The kernel reads each row's cache from position 0, so it serves unpadded batches; padded ones take the
+        # reference below.
+        sparse = (module.elastic_decisions.repeat_interleave(groups, -1) == 0)
+        out = elastic_decode(query[:, :, 0], key.transpose(1, 2), value.transpose(1, 2), lengths, sparse,
+                             sink=config.sink, window=config.window, scale=scaling, backend="triton")
+        return out[:, None], None
     k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     scores = torch.matmul(query.float(), k.float().transpose(-1, -2)) * (scaling if scaling is not None else d**-0.5)
     if attention_mask is not None:
         allowed = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         scores = scores.masked_fill(~allowed[:, :, :, -tk:], float("-inf"))
-    lengths = _valid_lengths(attention_mask, b, tk, query.device)
     pos = torch.arange(tk, device=query.device)[None, :] - (tk - lengths)[:, None]  # position within each row
     query_pos = (tk - tq + torch.arange(tq, device=query.device))[None, :] - (tk - lengths)[:, None]  # (B, Tq)
     in_sparse = (pos[:, None, :] < config.sink) | (query_pos[:, :, None] - pos[:, None, :] < config.window)
