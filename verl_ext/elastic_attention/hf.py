@@ -19,6 +19,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from verl_ext.elastic_attention.packed import packed_forward, segments_from_position_ids
 from verl_ext.elastic_attention.router import ElasticRouter, boundary_pool, route_inference, route_train
 from verl_ext.kernels.elastic_attention import modes
 from verl_ext.kernels.elastic_attention.decode import elastic_decode
@@ -141,6 +142,11 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
     b, hq, tq, d = query.shape
     tk = key.shape[2]
     groups = hq // key.shape[1]
+    cu = segments_from_position_ids(kwargs.get("position_ids")) if b == 1 and tq == tk else None
+    if cu is not None and (len(cu) > 2 or getattr(module, "elastic_prompt_lengths", None) is not None):
+        # A packed row (verl's remove-padding micro-batches, router-training packs): per-sequence routing.
+        backend = "triton" if _use_triton(config, query) else "reference"
+        return packed_forward(module, query, key, value, cu, scaling, backend), None
     if module.training and getattr(module, "elastic_tau", None) is not None and tq == tk:
         return _training_forward(module, query, key, value, attention_mask, scaling)
     if tq == tk:  # prefill: route, then every head in its own mode

@@ -1,0 +1,112 @@
+"""Elastic Attention over packed rows: several sequences concatenated in one row, as verl's remove-padding path
+(and router-training packs) feed the model, q (1, Hq, T, D) with ``position_ids`` restarting at 0 per sequence.
+
+Each sequence is routed on its own prompt (boundary pooling over its first and last ``pool_budget`` prompt tokens;
+the prompt lengths come from ``set_prompt_lengths``, or the whole sequence when unset) and attends causally inside
+itself, every head in its mode, through the mode-table ops with ``cu_seqlens``. The router training forward mixes
+the FA and SA branches per (sequence, head) with the straight-through decision, as for padded batches.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from verl_ext.elastic_attention.router import boundary_pool, route_inference, route_train
+from verl_ext.kernels.elastic_attention import modes
+from verl_ext.kernels.elastic_attention.ops import elastic_prefill
+from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention.xattention import xattention_block_mask
+
+
+def segments_from_position_ids(position_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """cu_seqlens (S + 1,) int64 of a packed row from its position ids (1, T) or (T,); None if not given or
+    if the positions do not restart at 0 (a plain single sequence starting elsewhere, e.g. a decode step)."""
+    if position_ids is None:
+        return None
+    pos = position_ids.reshape(-1) if position_ids.dim() <= 2 and position_ids.shape[0] == 1 else None
+    if pos is None or pos.numel() == 0 or int(pos[0]) != 0:
+        return None
+    starts = (pos == 0).nonzero().flatten().cpu()
+    return torch.cat([starts, torch.tensor([pos.numel()])]).to(torch.int64)
+
+
+def set_prompt_lengths(model, prompt_lengths: Optional[torch.Tensor]) -> None:
+    """Prompt length of every sequence of the next packed forward (S,), or None to pool over whole sequences."""
+    from verl_ext.elastic_attention.hf import _layers
+
+    for layer in _layers(model):
+        layer.self_attn.elastic_prompt_lengths = prompt_lengths
+
+
+def _prompt_lengths(module, cu: torch.Tensor) -> torch.Tensor:
+    seq_lens = cu[1:] - cu[:-1]
+    given = getattr(module, "elastic_prompt_lengths", None)
+    if given is None:
+        return seq_lens
+    given = given.to(torch.int64).cpu()
+    if given.shape != seq_lens.shape:
+        raise ValueError(f"elastic prompt lengths hold {given.numel()} values for a packed row of {seq_lens.numel()} "
+                         "sequences; set one per sequence (set_prompt_lengths) or None.")
+    return torch.minimum(given.clamp(min=1), seq_lens)
+
+
+def packed_router_logits(module, cu: torch.Tensor) -> torch.Tensor:
+    """(S, H_kv, 2) router logits, each sequence pooled over its own prompt."""
+    keys = module._elastic_keys[0]  # (T, H_kv, D), pre-RoPE
+    config = module.elastic_config
+    prompt = _prompt_lengths(module, cu)
+    width = int(prompt.max())
+    pooled_in = keys.new_zeros(len(prompt), width, *keys.shape[1:])
+    for s, (a, p) in enumerate(zip(cu[:-1].tolist(), prompt.tolist())):
+        pooled_in[s, :p] = keys[a:a + p]
+    pooled = boundary_pool(pooled_in, prompt.to(keys.device), config.pool_budget, config.pool_mode)
+    router = module.elastic_router
+    return router(pooled.to(next(router.parameters()).dtype))
+
+
+def _decisions(module, cu, training: bool):
+    force = module.elastic_config.force
+    n_seqs, n_kv = len(cu) - 1, module._elastic_keys.shape[2]
+    if force is not None and not training:
+        return torch.full((n_seqs, n_kv), int(force == "full"), dtype=torch.long, device=module._elastic_keys.device)
+    logits = packed_router_logits(module, cu)
+    return route_train(logits, module.elastic_tau) if training else route_inference(logits)
+
+
+def packed_forward(module, query, key, value, cu: torch.Tensor, scaling, backend: str):
+    """q (1, Hq, T, D), k/v (1, Hkv, T, D) of a packed row -> (1, T, Hq, D)."""
+    config = module.elastic_config
+    hq, hk = query.shape[1], key.shape[1]
+    q, k, v = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)  # (T, H, D)
+    cu_dev = cu.to(query.device)
+    training = module.training and getattr(module, "elastic_tau", None) is not None
+    z = _decisions(module, cu, training)  # (S, H_kv): float with STE gradient when training, else 0/1
+    if training:
+        module.elastic_soft_decisions = z
+        module.elastic_decisions = (z.detach() > 0.5).long()
+        out = elastic_attention_pair(q, k, v, z.repeat_interleave(hq // hk, dim=-1), cu_seqlens=cu_dev,
+                                     sink=config.sink, window=config.window, round_block=config.block_size,
+                                     scale=scaling, backend=backend)
+        return out[None]
+    module.elastic_decisions = z
+    full = z.repeat_interleave(hq // hk, dim=-1).bool()
+    block_mask = None
+    if config.sparse_mode == "xattention":
+        sparse_code = modes.BLOCK_SPARSE
+        longest = int((cu[1:] - cu[:-1]).max())
+        nb = -(-longest // config.xattn_block)
+        block_mask = torch.ones(len(cu) - 1, hq, nb, nb, dtype=torch.bool, device=q.device)
+        for s, (a, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+            est = xattention_block_mask(q[a:e][None], k[a:e][None], config.xattn_stride, config.xattn_block,
+                                        config.xattn_threshold)
+            block_mask[s, :, :est.shape[2], :est.shape[3]] = est[0]
+    else:
+        sparse_code = modes.STREAMING if config.block_size is None else modes.STREAMING_BLOCKS
+    table = torch.where(full, modes.FULL, sparse_code)
+    out = elastic_prefill(q, k, v, table, cu_seqlens=cu_dev, sink=config.sink, window=config.window,
+                          round_block=config.block_size or 128, block_mask=block_mask,
+                          mask_block=config.xattn_block if block_mask is not None else None, scale=scaling,
+                          backend=backend)
+    return out[None]
