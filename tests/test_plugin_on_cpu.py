@@ -13,6 +13,7 @@ EXPECTED = {
     "adv_estimators": ["re2", "re2_rebalanced"],
     "trainers": ["re2_sync"],
     "reward_managers": ["re2"],
+    "engines": ["elastic_language_model"],
 }
 
 

@@ -33,11 +33,42 @@ def register_re2() -> None:
     import verl_ext.re2.trainer  # noqa: F401  registers trainer.v1.trainer_mode=re2_sync
 
 
+def _lazy_elastic_router_engine():
+    from verl.workers.engine.base import BaseEngine
+
+    class LazyElasticRouterEngine(BaseEngine):
+        """Stands in the registry for ``ElasticRouterEngine``, imported on first use: the engine pulls in
+        transformers' attention and the kernels, too heavy for every process that loads the plugin. Constructing
+        it returns the real engine (fully initialised by its own constructor)."""
+
+        def __new__(cls, *args, **kwargs):
+            from verl_ext.elastic_attention.verl_training import ElasticRouterEngine
+
+            return ElasticRouterEngine(*args, **kwargs)
+
+    return LazyElasticRouterEngine
+
+
+def register_elastic_attention() -> None:
+    """Router training's engine, under its own model type (verl's language_model engines stay as they are)."""
+    from verl.workers.engine.base import EngineRegistry
+
+    from verl_ext.elastic_attention.engine_names import ENGINE_MODEL_TYPE
+
+    registered = EngineRegistry._engines.get(ENGINE_MODEL_TYPE, {})
+    lazy = _lazy_elastic_router_engine()
+    for backend in ("fsdp", "fsdp2"):
+        for device in ("cuda", "cpu"):
+            if device not in registered.get(backend, {}):
+                EngineRegistry.register(model_type=ENGINE_MODEL_TYPE, backend=backend, device=device)(lazy)
+
+
 def register_all() -> None:
     register_cpu_platform()
     # Patches first: they must be in place before anything imports the verl modules that bind patched names.
     _verl_compat.install()
     register_re2()
+    register_elastic_attention()
     RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)
     if cpu_platform_selected():
         _verl_compat.register_cpu_training_engines()
@@ -48,6 +79,7 @@ def registered_names() -> dict[str, list[str]]:
     from verl.plugin.platform import PlatformRegistry, get_platform
     from verl.trainer.ppo import core_algos
     from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+    from verl.workers.engine.base import EngineRegistry
     from verl.workers.reward_manager.registry import REWARD_MANAGER_REGISTRY
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 
@@ -59,6 +91,7 @@ def registered_names() -> dict[str, list[str]]:
         "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n.startswith("re2")],
         "trainers": [n for n in TRAINER_REGISTRY if n == "re2_sync"],
         "reward_managers": [n for n in REWARD_MANAGER_REGISTRY if n == "re2"],
+        "engines": [n for n in EngineRegistry._engines if n.startswith("elastic_")],
     }
     return names
 

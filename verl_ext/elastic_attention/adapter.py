@@ -27,14 +27,26 @@ def _describe(model) -> dict[str, str]:
             "num_key_value_heads": str(model.config.num_key_value_heads), "head_dim": str(attn.head_dim)}
 
 
-def save_router_adapter(model, path: str | Path) -> Path:
+_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.elastic_router\.(.+)$")
+
+
+def save_router_adapter(model, path: str | Path, router_params: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the routers of ``model``; ``router_params`` (full tensors keyed by the model's parameter names, as a
+    sharded trainer gathers them) replaces reading them from the model."""
     tensors = {}
-    for i, layer in enumerate(_layers(model)):
-        router = getattr(layer.self_attn, "elastic_router", None)
-        if router is None:
-            raise ValueError("the model has no elastic routers; call enable_elastic_attention first.")
-        for name, tensor in router.state_dict().items():
-            tensors[f"layers.{i}.{name}"] = tensor.detach().cpu().contiguous()
+    if router_params is not None:
+        for name, tensor in router_params.items():
+            if m := _PARAM.search(name):
+                tensors[f"layers.{m.group(1)}.{m.group(2)}"] = tensor.detach().cpu().contiguous()
+    else:
+        for i, layer in enumerate(_layers(model)):
+            router = getattr(layer.self_attn, "elastic_router", None)
+            if router is None:
+                raise ValueError("the model has no elastic routers; call enable_elastic_attention first.")
+            for name, tensor in router.state_dict().items():
+                tensors[f"layers.{i}.{name}"] = tensor.detach().cpu().contiguous()
+    if not tensors:
+        raise ValueError("no router tensors to save.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=_describe(model))
