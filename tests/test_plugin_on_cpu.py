@@ -11,7 +11,7 @@ EXPECTED = {
     "rollout_replicas": ["hf"],
     "rollout_adapters": ["hf/async"],
     "adv_estimators": ["re2", "re2_rebalanced"],
-    "trainers": ["re2_sync"],
+    "trainers": ["elastic_sync", "re2_elastic_sync", "re2_sync"],
     "reward_managers": ["re2"],
     "engines": ["elastic_language_model"],
 }

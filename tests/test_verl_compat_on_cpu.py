@@ -89,3 +89,31 @@ def test_private_verl_methods_the_re2_extensions_override_still_exist():
     assert list(inspect.signature(PPOTrainer._val_metrics_update).parameters)[:5] == [
         "self", "data_sources", "sample_uids", "reward_extra_infos_dict", "sample_turns"]
     assert 'self.trainer_mode == "sync"' in inspect.getsource(PPOTrainer._build_replay_buffer)
+
+
+def test_engine_hooks_for_elastic_attention_are_installed_and_their_targets_exist():
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+    from verl.trainer.sft_trainer import SFTTrainer
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngine, FSDPEngineWithLMHead
+
+    assert FSDPEngine._build_module.__verl_ext_patched__
+    assert FSDPEngineWithLMHead.forward_step.__verl_ext_patched__
+    _verl_compat.patch_engine_for_elastic_attention()  # idempotent
+    assert FSDPEngine._build_module.__wrapped__.__name__ == "_build_module"
+    # Router training's seams (subclassed, not patched) and the trainer metrics hook of the elastic trainers.
+    assert "_build_engine" in SFTTrainer.__dict__ and "_build_optimizer" in FSDPEngine.__dict__
+    assert list(inspect.signature(FSDPEngine.optimizer_step).parameters) == ["self"]
+    assert list(inspect.signature(PPOTrainer._compute_metrics).parameters) == [
+        "self", "batch", "metrics", "timing_raw", "global_steps", "epoch"]
+    assert 'model_type == "language_model"' in inspect.getsource(FSDPEngine._build_module.__wrapped__)
+
+
+def test_models_without_the_switch_are_untouched(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from verl_ext.elastic_attention.verl_actor import before_forward, prepare_module
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert prepare_module(model) is None
+    assert not any("elastic_router" in n for n, _ in model.named_parameters())
+    before_forward(model, {})  # no routers: no prompt lengths needed

@@ -13,6 +13,10 @@ upgrade fails loudly here instead of misbehaving later), and is listed with its 
    no register function; the ``hf`` adapter is added to the dict.
 3. ``verl.utils.device.auto_set_device`` is the only hook verl's ``main_ppo`` calls with the whole config before
    ``ray.init``; wrapped to run ``verl_ext.platform.cpu_config.check_trainer_config`` after it.
+4. ``FSDPEngine._build_module`` and ``FSDPEngineWithLMHead.forward_step`` (verl's engine-based actor / reference
+   model) have no model-construction or pre-forward hook; wrapped so that a model whose config carries
+   ``elastic_attention: true`` (``actor_rollout_ref.model.override_config``) gets its routers after verl builds it,
+   and its routers see each micro-batch's prompt lengths before the forward. Models without it are untouched.
 """
 
 from __future__ import annotations
@@ -101,7 +105,42 @@ def register_cpu_training_engines() -> None:
                 EngineRegistry.register(model_type=model_type, backend=backend, device="cpu")(engine_cls)
 
 
+def patch_engine_for_elastic_attention() -> None:
+    from verl.workers.engine.fsdp import transformer_impl
+
+    base, lm = getattr(transformer_impl, "FSDPEngine", None), getattr(transformer_impl, "FSDPEngineWithLMHead", None)
+    _require(base is not None and lm is not None, "verl's FSDPEngine / FSDPEngineWithLMHead moved")
+    build, forward = base.__dict__.get("_build_module"), lm.__dict__.get("forward_step")
+    _require(build is not None, "FSDPEngine._build_module is no longer defined on FSDPEngine")
+    _require(forward is not None and list(inspect.signature(forward).parameters)[1:] ==
+             ["micro_batch", "loss_function", "forward_only"],
+             "FSDPEngineWithLMHead.forward_step(micro_batch, loss_function, forward_only) changed")
+    if getattr(build, _PATCHED_ATTR, False):
+        return
+
+    @functools.wraps(build)
+    def _build_module(self):
+        module = build(self)
+        from verl_ext.elastic_attention.verl_actor import prepare_module
+
+        prepare_module(module)
+        return module
+
+    @functools.wraps(forward)
+    def forward_step(self, micro_batch, loss_function, forward_only):
+        from verl_ext.elastic_attention.verl_actor import before_forward
+
+        before_forward(self.module, micro_batch)
+        return forward(self, micro_batch, loss_function, forward_only)
+
+    for fn in (_build_module, forward_step):
+        setattr(fn, _PATCHED_ATTR, True)
+    base._build_module = _build_module
+    lm.forward_step = forward_step
+
+
 def install() -> None:
     patch_process_group_backend()
     register_rollout_adapter()
     patch_config_check()
+    patch_engine_for_elastic_attention()

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/cpu_smoke")
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--config-name", default="re2_cpu_smoke", choices=["re2_cpu_smoke", "cpu_smoke"])
+    parser.add_argument("--config-name", default="re2_cpu_smoke",
+                        choices=["re2_cpu_smoke", "cpu_smoke", "elastic_grpo_cpu_smoke"])
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for verl's trainer")
     args = parser.parse_args(argv)
     result = run(Path(args.out), args.steps, args.overrides, config_name=args.config_name)
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     records = read_metrics(result["metrics"])
     for record in records:
         data = record["data"]
-        keys = ("critic/score/mean", "re2/redo_rate", "re2/acc_non_redo", "actor/pg_loss", "timing_s/step")
+        keys = ("critic/score/mean", "re2/redo_rate", "re2/acc_non_redo", "elastic/rollout_msr/mean",
+                "training/rollout_probs_diff_max", "actor/pg_loss", "timing_s/step")
         print(f"step {record['step']}: " + ", ".join(f"{k}={data[k]:.4g}" for k in keys if k in data))
     print(f"metrics: {result['metrics']} ({len(records)} steps, {result['seconds']} s)")
     return 0

@@ -55,6 +55,8 @@ def register_elastic_attention() -> None:
 
     from verl_ext.elastic_attention.engine_names import ENGINE_MODEL_TYPE
 
+    import verl_ext.elastic_attention.trainer  # noqa: F401  registers trainer modes elastic_sync, re2_elastic_sync
+
     registered = EngineRegistry._engines.get(ENGINE_MODEL_TYPE, {})
     lazy = _lazy_elastic_router_engine()
     for backend in ("fsdp", "fsdp2"):
@@ -89,7 +91,7 @@ def registered_names() -> dict[str, list[str]]:
         "rollout_replicas": [n for n in RolloutReplicaRegistry._registry if n == _verl_compat.HF_ROLLOUT_NAME],
         "rollout_adapters": [f"{n}/{m}" for (n, m) in _ROLLOUT_REGISTRY if n == _verl_compat.HF_ROLLOUT_NAME],
         "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n.startswith("re2")],
-        "trainers": [n for n in TRAINER_REGISTRY if n == "re2_sync"],
+        "trainers": sorted(n for n in TRAINER_REGISTRY if n in ("re2_sync", "elastic_sync", "re2_elastic_sync")),
         "reward_managers": [n for n in REWARD_MANAGER_REGISTRY if n == "re2"],
         "engines": [n for n in EngineRegistry._engines if n.startswith("elastic_")],
     }

@@ -183,7 +183,7 @@ def _training_forward(module, query, key, value, attention_mask, scaling):
     if attention_mask is not None and not bool(_valid_lengths(attention_mask, b, tq, query.device).eq(tq).all()):
         raise ValueError("router training expects unpadded sequences (pack or bucket by length).")
     lengths = torch.full((b,), tq, dtype=torch.long, device=query.device)
-    z = route_train(router_logits(module, lengths), module.elastic_tau)  # (B, H_kv), float with STE gradient
+    z = route_train(router_logits(module, lengths), module.elastic_tau, noise=getattr(module, "elastic_noise", True))
     module.elastic_soft_decisions = z
     module.elastic_decisions = (z.detach() > 0.5).long()
     q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)

@@ -72,7 +72,9 @@ def _decisions(module, cu, training: bool):
     if force is not None and not training:
         return torch.full((n_seqs, n_kv), int(force == "full"), dtype=torch.long, device=module._elastic_keys.device)
     logits = packed_router_logits(module, cu)
-    return route_train(logits, module.elastic_tau) if training else route_inference(logits)
+    if not training:
+        return route_inference(logits)
+    return route_train(logits, module.elastic_tau, noise=getattr(module, "elastic_noise", True))
 
 
 def packed_forward(module, query, key, value, cu: torch.Tensor, scaling, backend: str):
@@ -109,4 +111,24 @@ def packed_forward(module, query, key, value, cu: torch.Tensor, scaling, backend
                           round_block=config.block_size or 128, block_mask=block_mask,
                           mask_block=config.xattn_block if block_mask is not None else None, scale=scaling,
                           backend=backend)
+    dense_rows = _dense_decode_rows(module, cu, full)
+    if dense_rows is not None:
+        # The paper decodes densely: past each prompt, sparse heads attend to everything, as at generation time.
+        dense = elastic_prefill(q, k, v, torch.full_like(table, modes.FULL), cu_seqlens=cu_dev, scale=scaling,
+                                backend=backend)
+        out = torch.where(dense_rows[:, :, None].to(out.device), dense, out)
     return out[None]
+
+
+def _dense_decode_rows(module, cu: torch.Tensor, full: torch.Tensor) -> Optional[torch.Tensor]:
+    """(T, Hq) bool: response rows of sparse heads, which decode densely (``decode="dense"``) when the prompt
+    lengths are known; None when there are none."""
+    given = getattr(module, "elastic_prompt_lengths", None)
+    if module.elastic_config.decode != "dense" or given is None:
+        return None
+    prompt = _prompt_lengths(module, cu)
+    owner = torch.repeat_interleave(torch.arange(len(prompt)), cu[1:] - cu[:-1])
+    position = torch.arange(int(cu[-1])) - cu[:-1][owner]
+    response = position >= prompt[owner]
+    rows = response[:, None] & ~full.cpu()[owner]
+    return rows if bool(rows.any()) else None

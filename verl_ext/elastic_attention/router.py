@@ -84,14 +84,18 @@ def gumbel_noise(shape, generator: Optional[torch.Generator] = None, device=None
     return -torch.log(-torch.log(u + eps) + eps)
 
 
-def route_train(logits: torch.Tensor, tau: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def route_train(logits: torch.Tensor, tau: float, generator: Optional[torch.Generator] = None,
+                noise: bool = True) -> torch.Tensor:
     """Gumbel-softmax with a straight-through estimator: forward z in {0, 1}, gradient of softmax((l + g)/tau)[1].
 
-    logits (B, H, 2) -> z (B, H) float, 1 = full attention.
+    logits (B, H, 2) -> z (B, H) float, 1 = full attention. ``noise=False`` drops the Gumbel noise: the forward is
+    then the deterministic argmax of inference (what an RL actor with trainable routers needs to reproduce the
+    rollout's routing), with the same straight-through gradient.
     """
     if tau <= 0:
         raise ValueError(f"Gumbel temperature tau={tau} must be > 0.")
-    soft = torch.softmax((logits + gumbel_noise(logits.shape, generator, logits.device).to(logits.dtype)) / tau, dim=-1)
+    perturbed = logits + gumbel_noise(logits.shape, generator, logits.device).to(logits.dtype) if noise else logits
+    soft = torch.softmax(perturbed / tau, dim=-1)
     hard = torch.nn.functional.one_hot(soft.argmax(dim=-1), 2).to(soft.dtype)
     return (hard + soft - soft.detach())[..., FULL]
 

@@ -82,9 +82,18 @@ class HFRolloutServer:
             path, dtype=dtype, trust_remote_code=model_config.trust_remote_code, attn_implementation="sdpa"
         ).to(self.device)
         self.model.eval()
-        self.elastic = elastic is not None
-        if self.elastic:
+        from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+
+        # One switch for actor, reference and rollout: actor_rollout_ref.model.override_config.elastic_attention.
+        from_model = settings_from_hf_config(model_config.hf_config)
+        if elastic is not None and from_model is not None:
+            raise ValueError("Elastic Attention is configured twice: actor_rollout_ref.model.override_config."
+                             "elastic_attention and actor_rollout_ref.rollout.engine_kwargs.hf.elastic; keep one.")
+        self.elastic = elastic is not None or from_model is not None
+        if elastic is not None:
             self._enable_elastic(dict(elastic))
+        elif from_model is not None:
+            self._enable_elastic({**dataclasses.asdict(from_model.attention), "adapter": from_model.adapter})
         eos = self._eos_token_ids(model_config)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=int(rollout_config.seed or 0))

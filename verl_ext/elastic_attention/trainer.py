@@ -1,0 +1,61 @@
+"""Trainer modes that add the rollout's Elastic Attention routing to verl's step metrics:
+``trainer.v1.trainer_mode=elastic_sync`` (verl's sync trainer) and ``re2_elastic_sync`` (Re²'s).
+
+Each response's prefill Omega_MSR travels from the ``hf`` rollout in its ``extra_fields`` (``elastic_msr``); the
+trainers read it from TransferQueue when verl computes the step metrics and log ``elastic/rollout_msr/{mean,min,max}``.
+The rollout / actor log-prob agreement is verl's own ``training/rollout_probs_diff_*`` (rollout.calculate_log_probs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+from verl_ext.re2.trainer import Re2PPOTrainer
+
+
+def rollout_msr_metrics(extra_fields: list) -> dict:
+    """Omega_MSR statistics over the responses that carry one (none: no metrics)."""
+    values = [e["elastic_msr"] for e in extra_fields if isinstance(e, dict) and e.get("elastic_msr") is not None]
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=np.float64)
+    return {"elastic/rollout_msr/mean": float(arr.mean()), "elastic/rollout_msr/min": float(arr.min()),
+            "elastic/rollout_msr/max": float(arr.max()), "elastic/rollout_msr/responses": float(arr.size)}
+
+
+class ElasticRolloutMetrics:
+    """Mixin over a v1 trainer: step metrics gain the rollout's routing."""
+
+    def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
+        import transfer_queue as tq
+
+        out = super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
+        keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
+        if keys:
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+            metrics.update(rollout_msr_metrics(data.pop("extra_fields").tolist()))
+        return out
+
+
+class _ReportsSync:
+    """verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules."""
+
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:
+        self.selected_mode = value
+
+
+@register_trainer("elastic_sync")
+class ElasticPPOTrainer(ElasticRolloutMetrics, _ReportsSync, PPOTrainerSync):
+    """GRPO / PPO with an elastic actor and rollout."""
+
+
+@register_trainer("re2_elastic_sync")
+class Re2ElasticPPOTrainer(ElasticRolloutMetrics, Re2PPOTrainer):
+    """Re² with an elastic actor and rollout."""

@@ -1,0 +1,111 @@
+"""Elastic Attention in verl's engine-based actor and reference model, selected by configuration alone.
+
+The switch is ``actor_rollout_ref.model.override_config``, which verl applies to the Hugging Face config of every
+model it builds from ``actor_rollout_ref.model`` (actor and reference alike). Flat keys, because verl sets override
+values as attributes of the HF config:
+
+    elastic_attention: true            # turn it on
+    elastic_adapter: /path/routers.safetensors   # trained routers (this project's or the official layout)
+    elastic_trainable: false           # true: the routers train with the policy (straight-through, no noise)
+    elastic_<field>: ...               # any ElasticAttentionConfig field, e.g. elastic_sink, elastic_window,
+                                       # elastic_decode, elastic_block_size, elastic_sparse_mode, elastic_backend
+
+After verl builds the module (``_verl_compat`` hooks ``FSDPEngineWithLMHead._build_module``), ``prepare_module``
+adds the routers, loads the adapter and freezes them unless trainable. Before each micro-batch's forward the prompt
+length of every sequence is handed to the routers (``prompt_lengths``), so the actor routes on the prompt alone,
+exactly as the rollout did at prefill, and recomputes the rollout's log-probs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
+from verl_ext.elastic_attention.packed import set_prompt_lengths
+
+SWITCH = "elastic_attention"
+PREFIX = "elastic_"
+RESERVED = {SWITCH, "elastic_adapter", "elastic_trainable"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorElasticSettings:
+    attention: ElasticAttentionConfig
+    adapter: Optional[str] = None
+    trainable: bool = False
+
+
+def settings_from_hf_config(hf_config) -> Optional[ActorElasticSettings]:
+    """The elastic settings carried by an HF config (None when ``elastic_attention`` is not set true)."""
+    if not getattr(hf_config, SWITCH, False):
+        return None
+    fields = {f.name for f in dataclasses.fields(ElasticAttentionConfig)}
+    options = {}
+    for key, value in vars(hf_config).items():
+        if not key.startswith(PREFIX) or key in RESERVED:
+            continue
+        name = key[len(PREFIX):]
+        if name not in fields:
+            raise ValueError(f"actor_rollout_ref.model.override_config.{key}: unknown Elastic Attention option; "
+                             f"known: {sorted(PREFIX + f for f in fields)} and {sorted(RESERVED)}.")
+        options[name] = value
+    attention = ElasticAttentionConfig(**options)
+    trainable = bool(getattr(hf_config, "elastic_trainable", False))
+    if trainable and attention.decode == "dense":
+        raise ValueError("override_config.elastic_trainable=true needs elastic_decode=sparse_kv: with the paper's "
+                         "dense decode the response tokens of sparse heads attend densely, which the training pair "
+                         "(one mode per head for every token) does not reproduce.")
+    return ActorElasticSettings(attention, getattr(hf_config, "elastic_adapter", None), trainable)
+
+
+def prepare_module(module) -> Optional[ActorElasticSettings]:
+    """Add routers to a freshly built verl actor / reference module when its config asks for them."""
+    settings = settings_from_hf_config(module.config)
+    if settings is None:
+        return None
+    enable_elastic_attention(module, settings.attention)
+    if settings.adapter and next(module.parameters()).device.type != "meta":
+        # (ranks that build on the meta device receive the routers with the rest of rank 0's weights)
+        from verl_ext.elastic_attention.adapter import load_router_adapter
+
+        load_router_adapter(module, settings.adapter)
+    for name, param in module.named_parameters():
+        if ".elastic_router." in name:
+            param.requires_grad_(settings.trainable)
+    from verl_ext.elastic_attention.hf import _layers
+
+    for layer in _layers(module):
+        # Trainable routers: hard argmax decisions in the forward (as at rollout), straight-through gradient.
+        layer.self_attn.elastic_tau = 1.0 if settings.trainable else None
+        layer.self_attn.elastic_noise = False
+    module.elastic_actor_settings = settings
+    return settings
+
+
+def prompt_lengths(micro_batch) -> torch.Tensor:
+    """(B,) prompt tokens per sequence of a verl micro-batch: sequence length minus response length."""
+    input_ids = micro_batch["input_ids"]
+    seq_lens = input_ids.offsets().diff() if input_ids.is_nested else micro_batch["attention_mask"].sum(-1)
+    if "response_mask" not in micro_batch.keys():
+        raise ValueError("elastic attention in the actor needs response_mask in the batch to find each prompt.")
+    response = micro_batch["response_mask"]
+    resp_lens = response.offsets().diff() if response.is_nested else (response.shape[-1] - _trailing_pad(response))
+    return (seq_lens.cpu() - resp_lens.cpu()).long()
+
+
+def _trailing_pad(response_mask: torch.Tensor) -> torch.Tensor:
+    """Padding after each response (right-padded response block)."""
+    valid = response_mask.bool()
+    last = torch.where(valid.any(-1), valid.shape[-1] - 1 - valid.flip(-1).int().argmax(-1), torch.zeros_like(
+        valid[:, 0], dtype=torch.long) - 1)
+    return valid.shape[-1] - 1 - last
+
+
+def before_forward(module, micro_batch) -> None:
+    """Hand the routers this micro-batch's prompt lengths (no-op for models without Elastic Attention)."""
+    if getattr(module, "elastic_actor_settings", None) is None:
+        return
+    set_prompt_lengths(module, prompt_lengths(micro_batch))
