@@ -22,13 +22,13 @@ pytestmark = pytest.mark.slow
 CAP = 1000
 
 
-def _validate(run, judge, parquet):
+def _validate(run, judge, parquet, extra=(), records="records.jsonl"):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", VERL_FILE_LOGGER_PATH=str(run / "metrics.jsonl"))
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={config_dir()}", "--config-name=memrm_cpu_smoke",
            f"actor_rollout_ref.model.path={judge}", f"data.train_files={parquet}", f"data.val_files={parquet}",
            f"trainer.default_local_dir={run / 'ckpt'}",
-           f"+reward.custom_reward_function.reward_kwargs.records_path={run / 'records.jsonl'}",
-           "+reward.custom_reward_function.reward_kwargs.model=tiny-judge"]
+           f"+reward.custom_reward_function.reward_kwargs.records_path={run / records}",
+           "+reward.custom_reward_function.reward_kwargs.model=tiny-judge", *extra]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=run)
     assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
 
@@ -77,3 +77,20 @@ def test_resume_after_a_kill_recomputes_only_what_was_lost(run):
     records = store.load()
     assert len(records) == 50 and store.partial_lines == 1  # nothing lost, nothing duplicated
     assert len({r["pair_id"] for r in records.values()}) == 50
+
+
+def test_elastic_judge_by_one_override(run, tmp_path):
+    """The same judge with Elastic Attention (one override): records carry each judgement's Omega_MSR and the
+    report puts it beside accuracy per length bucket."""
+    run, _, judge = run
+    elastic = tmp_path / "elastic"
+    elastic.mkdir()
+    _validate(elastic, judge, run / "all.parquet", ["+actor_rollout_ref.model.override_config.elastic_attention=true"])
+    records = RecordStore(elastic / "records.jsonl").load()
+    assert len(records) == 50 and all(0 <= r["elastic_msr"] <= 1 for r in records.values())
+    data = json.loads((elastic / "metrics.jsonl").read_text().splitlines()[-1])["data"]
+    assert any(k.startswith("val-aux/memrm/") and "/elastic_msr/" in k for k in data)
+    result = write_report(elastic / "records.jsonl", elastic / "report")
+    by_length = result["summary"]["elastic_msr"]
+    assert sum(c["n"] for c in by_length.values()) == 50
+    assert "Omega_MSR" in (elastic / "report" / "results.md").read_text()

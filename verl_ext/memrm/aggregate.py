@@ -106,10 +106,24 @@ def length_baselines(records: Sequence[dict]) -> dict:
     }
 
 
+def elastic_msr_by_length(records: Sequence[dict]) -> dict:
+    """Mean judge Omega_MSR (share of sparse-routed heads at prefill, from an Elastic Attention judge) and accuracy
+    per length bucket; empty when the judge ran without Elastic Attention."""
+    rows = [r for r in records if r.get("elastic_msr") is not None]
+    out = {}
+    for length in LENGTHS:
+        picked = [r for r in rows if r["ctx_length"] == length]
+        if picked:
+            out[length] = {"msr": sum(float(r["elastic_msr"]) for r in picked) / len(picked), "n": len(picked),
+                           "accuracy": sum(r["correct_strict"] for r in picked) / len(picked)}
+    return out
+
+
 def summarise(records: Iterable[dict]) -> dict:
     records = list(records)
     official = [r for r in records if r.get("view", "official") == "official"] or records
     return {
+        "elastic_msr": elastic_msr_by_length(official),
         "strict": accuracy_tables(official, "correct_strict"),
         "lenient": accuracy_tables(official, "correct_lenient"),
         "position": position_bias(official),

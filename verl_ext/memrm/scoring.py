@@ -45,4 +45,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, reco
         key = record_key(model, info.get("prompt_sha", ""), sampling, info.get("order", []))
         RecordStore(records_path).append({"key": key, "model": model, "sampling": sampling, "output": solution_str,
                                           "correct_letter": ground_truth, "time": time.time(), **info, **result})
-    return {"score": result["correct_strict"], **{k: v for k, v in result.items() if not k.startswith("verdict")}}
+    out = {"score": result["correct_strict"], **{k: v for k, v in result.items() if not k.startswith("verdict")}}
+    msr = (extra_info or {}).get("elastic_msr")  # from an Elastic Attention judge's rollout (hf rollout extra fields)
+    if msr is not None:
+        out["elastic_msr"] = float(msr)
+    return out
