@@ -33,3 +33,24 @@ def test_run_scripts_print_usage_without_arguments():
     for script in ("run_router_training.sh", "run_qwen3_4b.sh", "run_qwen3_8b.sh", "run_llama31_8b.sh"):
         run = subprocess.run(["bash", str(RECIPE / script)], capture_output=True, text=True)
         assert run.returncode == 2 and "MODEL_DIR TRAIN_PARQUET OUT_DIR" in run.stdout, script
+
+
+def test_grpo_elastic_config_switches_actor_and_rollout():
+    from transformers import Qwen2Config
+    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+
+    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+
+    with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+        cfg = compose(config_name="grpo_elastic", overrides=[
+            "actor_rollout_ref.model.path=/models/x",
+            "actor_rollout_ref.model.override_config.elastic_adapter=/runs/r/router_adapter.safetensors"])
+    hf_config = Qwen2Config()
+    for key, value in cfg.actor_rollout_ref.model.override_config.items():
+        setattr(hf_config, key, value)  # what verl does with override_config
+    settings = settings_from_hf_config(hf_config)
+    assert settings.adapter == "/runs/r/router_adapter.safetensors" and not settings.trainable
+    assert settings.attention.decode == "dense" and cfg.actor_rollout_ref.rollout.name == "hf"
+    get_trainer_cls(cfg.trainer.v1.trainer_mode)
+    run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic.sh")], capture_output=True, text=True)
+    assert run.returncode == 2 and "MODEL_DIR ROUTERS" in run.stdout
