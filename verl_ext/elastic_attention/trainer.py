@@ -13,6 +13,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_ext.re2.trainer import Re2PPOTrainer
+from verl_ext.trainer_mode import ReportsSyncMode
 
 
 def rollout_msr_metrics(extra_fields: list) -> dict:
@@ -39,20 +40,8 @@ class ElasticRolloutMetrics:
         return out
 
 
-class _ReportsSync:
-    """verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules."""
-
-    @property
-    def trainer_mode(self) -> str:
-        return "sync"
-
-    @trainer_mode.setter
-    def trainer_mode(self, value: str) -> None:
-        self.selected_mode = value
-
-
 @register_trainer("elastic_sync")
-class ElasticPPOTrainer(ElasticRolloutMetrics, _ReportsSync, PPOTrainerSync):
+class ElasticPPOTrainer(ElasticRolloutMetrics, ReportsSyncMode, PPOTrainerSync):
     """GRPO / PPO with an elastic actor and rollout."""
 
 

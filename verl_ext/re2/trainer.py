@@ -13,6 +13,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_ext.re2.evaluation import Sample, avg_at_k
 from verl_ext.re2.filtering import re2_metrics
+from verl_ext.trainer_mode import ReportsSyncMode
 
 
 def redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos: dict) -> dict[str, float]:
@@ -58,17 +59,8 @@ def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float
 
 
 @register_trainer("re2_sync")
-class Re2PPOTrainer(PPOTrainerSync):
-    """verl's ``sync`` trainer: verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules, so
-    this trainer reports ``sync`` whatever name it was selected by."""
-
-    @property
-    def trainer_mode(self) -> str:
-        return "sync"
-
-    @trainer_mode.setter
-    def trainer_mode(self, value: str) -> None:
-        self.selected_mode = value
+class Re2PPOTrainer(ReportsSyncMode, PPOTrainerSync):
+    """verl's ``sync`` trainer plus Re²'s metrics (reports ``sync``, see ``ReportsSyncMode``)."""
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs):
         metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs)
