@@ -28,7 +28,10 @@ def _check(q, k_cache, v_cache, cache_lens, sparse_heads):
         if x.dtype not in DTYPES or x.dtype != q.dtype or x.device != q.device:
             raise ValueError(f"{name} is {x.dtype} on {x.device}; q, k_cache and v_cache need one dtype among "
                              "float16/bfloat16/float32 and one device.")
-    if cache_lens.shape != (b,) or bool((cache_lens < 1).any()) or bool((cache_lens > k_cache.shape[1]).any()):
+    # Values are checked when the lengths live on the host: reading device values back would stall every decode step.
+    bad_values = cache_lens.device.type == "cpu" and (bool((cache_lens < 1).any()) or
+                                                       bool((cache_lens > k_cache.shape[1]).any()))
+    if cache_lens.shape != (b,) or bad_values:
         raise ValueError(f"cache_lens must be (B,) = ({b},) with values in [1, {k_cache.shape[1]}] (the new token's "
                          f"key is already in the cache); got {cache_lens.tolist()[:8]}.")
     if sparse_heads.shape != (b, hq):

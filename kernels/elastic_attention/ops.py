@@ -193,14 +193,15 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
         else:
             tile_idx = tile_cnt = torch.zeros(1, dtype=torch.int32, device=dev)
         _prefill_kernel("fixed")[(n_m_tiles, len(starts) * hq)](
-            *args, tile_idx, tile_cnt, *strides, hq, hq // kp.shape[1], max_len, tile_idx.shape[-1], *scalars,
+            *args, tile_idx, tile_cnt, *strides, hq, hq // kp.shape[1], max_len, tile_idx.shape[-1],
+            triton.next_power_of_2(max_len), *scalars,
             HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q), **({"num_warps": 8, "num_stages": 3} if dev.type == "cuda" else {}),
         )
     else:
         dummy = torch.zeros(1, dtype=torch.int32, device=dev)
         grid = lambda meta: (triton.cdiv(max_len, meta["BLOCK_M"]), len(starts) * hq)  # noqa: E731
-        _prefill_kernel("tuned")[grid](*args, dummy, dummy, *strides, hq, hq // kp.shape[1], max_len, 1, *scalars,
-                                       HEAD_DIM=d, **dot_flags(q))
+        _prefill_kernel("tuned")[grid](*args, dummy, dummy, *strides, hq, hq // kp.shape[1], max_len, 1,
+                                       triton.next_power_of_2(max_len), *scalars, HEAD_DIM=d, **dot_flags(q))
     _zero_uncovered(out, starts, lens)
     if return_lse:
         _mark_uncovered_lse(lse, starts, lens)
@@ -234,14 +235,14 @@ def tuned(name: str, kernel, configs, key):
 
 def _prefill_kernel(kind: str):
     """The prefill kernel: "fixed" (tiles given by the caller), or "tuned" (CUDA, no tile lists): autotuned over
-    tile shape, warps and pipeline stages once per head_dim, precision and longest sequence."""
+    tile shape, warps and pipeline stages once per head_dim, precision and power-of-two length bucket."""
     from .triton_prefill import _prefill_fwd
 
     if kind == "fixed":
         return _prefill_fwd
     configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
                for bm, bn, w, s in PREFILL_CONFIGS]
-    return tuned("prefill", _prefill_fwd, configs, ["HEAD_DIM", "IEEE", "max_len"])
+    return tuned("prefill", _prefill_fwd, configs, ["HEAD_DIM", "IEEE", "len_bucket"])
 
 
 def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, block_mask, mask_block, scale):

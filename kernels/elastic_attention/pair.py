@@ -22,19 +22,27 @@ from .reference import SINK, WINDOW, full_attention, streaming_attention
 LOG2E = 1.4426950408889634
 
 
-def _pair_tiles(device):
-    return (64, 64) if device.type == "cuda" else (32, 16)
+INTERPRETER_TILES = {"BLOCK_M": 32, "BLOCK_N": 16}
+# (BLOCK_M, BLOCK_N, warps, stages) tried on CUDA per kernel.
+CONFIGS = {
+    "_pair_fwd": ((64, 64, 4, 2), (64, 64, 4, 3), (64, 64, 8, 2), (128, 64, 8, 2), (64, 128, 8, 2)),
+    "_pair_bwd_dkdv": ((64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3)),
+    "_pair_bwd_dq": ((64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 3)),
+}
 
 
-def _kernel(name: str, device):
-    """One of the pair's kernels; on CUDA autotuned over warps and stages (tiles fixed at 64 x 64)."""
+def _launch(name: str, device, grid_of, *args, **kwargs):
+    """Launch one of the pair's kernels: autotuned over tile shapes, warps and stages on CUDA (once per head_dim,
+    precision and power-of-two length bucket); fixed small tiles in the interpreter. ``grid_of(BLOCK_M, BLOCK_N)``."""
     from . import triton_pair
 
     kernel = getattr(triton_pair, name)
     if device.type != "cuda":
-        return kernel
-    configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (4, 3), (8, 2), (8, 3))]
-    return tuned(name, kernel, configs, ["HEAD_DIM", "IEEE", "UPCAST"])
+        kernel[grid_of(INTERPRETER_TILES["BLOCK_M"], INTERPRETER_TILES["BLOCK_N"])](*args, **kwargs, **INTERPRETER_TILES)
+        return
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in CONFIGS[name]]
+    tuned(name, kernel, configs, ["HEAD_DIM", "IEEE", "UPCAST", "len_bucket"])[
+        lambda meta: grid_of(meta["BLOCK_M"], meta["BLOCK_N"])](*args, **kwargs)
 
 
 def _token_seq(starts, lens, n: int, device) -> torch.Tensor:
@@ -49,38 +57,35 @@ class _TritonPair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, z, starts, lens, sink, window, round_block, scale):
         hq, d = q.shape[1], q.shape[2]
-        bm, bn = _pair_tiles(q.device)
         max_len = int(lens.max())
-        n_m_tiles = max(math.ceil(max_len / bm), 1)
+        bucket = triton.next_power_of_2(max_len)
         o_fa, o_sa = _alloc(q.shape, q), _alloc(q.shape, q)
         lse_fa = _alloc((hq, q.shape[0]), q, torch.float32)
         lse_sa = _alloc((hq, q.shape[0]), q, torch.float32)
         sa_mode = STREAMING if round_block is None else STREAMING_BLOCKS
         dev = q.device
         st, ln = starts.to(dev), lens.to(dev)
-        _kernel("_pair_fwd", dev)[(n_m_tiles, len(starts) * hq)](
-            q, k, v, o_fa, o_sa, lse_fa, lse_sa, st, ln,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o_fa.stride(0),
-            o_fa.stride(1), lse_fa.stride(0),
-            hq, hq // k.shape[1], n_m_tiles, scale * LOG2E, sink, window, round_block or 128, sa_mode,
-            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
-        )
+        _launch("_pair_fwd", dev, lambda bm, bn: (math.ceil(max_len / bm), len(starts) * hq),
+                q, k, v, o_fa, o_sa, lse_fa, lse_sa, st, ln,
+                q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), o_fa.stride(0),
+                o_fa.stride(1), lse_fa.stride(0),
+                hq, hq // k.shape[1], max_len, bucket, scale * LOG2E, sink, window, round_block or 128, sa_mode,
+                HEAD_DIM=d, **dot_flags(q))
         _zero_uncovered(o_fa, starts, lens)
         _zero_uncovered(o_sa, starts, lens)
         owner = _token_seq(starts, lens, q.shape[0], dev)
         mix = torch.where(owner[:, None] >= 0, z[owner.clamp(min=0)], torch.zeros((), dtype=z.dtype, device=dev))
         out = (mix[..., None] * o_fa.float() + (1 - mix[..., None]) * o_sa.float()).to(q.dtype)
         ctx.save_for_backward(q, k, v, z, o_fa, o_sa, lse_fa, lse_sa, st, ln, owner)
-        ctx.meta = (sink, window, round_block, scale, sa_mode, len(starts), n_m_tiles)
+        ctx.meta = (sink, window, round_block, scale, sa_mode, len(starts), max_len, bucket)
         return out
 
     @staticmethod
     def backward(ctx, d_out):
         q, k, v, z, o_fa, o_sa, lse_fa, lse_sa, st, ln, owner = ctx.saved_tensors
-        sink, window, round_block, scale, sa_mode, n_seqs, n_m_tiles = ctx.meta
+        sink, window, round_block, scale, sa_mode, n_seqs, max_len, bucket = ctx.meta
         d_out = d_out.contiguous()
         hq, hk, d = q.shape[1], k.shape[1], q.shape[2]
-        bm, bn = _pair_tiles(q.device)
         d_fa = (d_out.float() * o_fa.float()).sum(-1).T.contiguous()  # (Hq, N)
         d_sa = (d_out.float() * o_sa.float()).sum(-1).T.contiguous()
         inside = owner >= 0
@@ -88,23 +93,19 @@ class _TritonPair(torch.autograd.Function):
         dz.index_add_(0, owner[inside], (d_fa - d_sa).T[inside])
         zf = z.float().contiguous()
         dq, dk, dv = _alloc(q.shape, q), _alloc(k.shape, k), _alloc(v.shape, v)
-        max_len = int(ln.max())
-        n_n_tiles = max(math.ceil(max_len / bn), 1)
         common = (sink, window, round_block or 128, sa_mode)
-        _kernel("_pair_bwd_dkdv", q.device)[(n_n_tiles, n_seqs * hk)](
-            q, k, v, d_out, dk, dv, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
-            d_out.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse_fa.stride(0),
-            hq, hk, hq // hk, n_n_tiles, scale * LOG2E, scale, *common,
-            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
-        )
-        _kernel("_pair_bwd_dq", q.device)[(n_m_tiles, n_seqs * hq)](
-            q, k, v, d_out, dq, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
-            d_out.stride(1), dq.stride(0), dq.stride(1), lse_fa.stride(0),
-            hq, hq // hk, n_m_tiles, scale * LOG2E, scale, *common,
-            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q),
-        )
+        _launch("_pair_bwd_dkdv", q.device, lambda bm, bn: (math.ceil(max_len / bn), n_seqs * hk),
+                q, k, v, d_out, dk, dv, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
+                q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
+                d_out.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse_fa.stride(0),
+                hq, hk, hq // hk, max_len, bucket, scale * LOG2E, scale, *common,
+                HEAD_DIM=d, **dot_flags(q))
+        _launch("_pair_bwd_dq", q.device, lambda bm, bn: (math.ceil(max_len / bm), n_seqs * hq),
+                q, k, v, d_out, dq, lse_fa, lse_sa, d_fa, d_sa, zf, st, ln,
+                q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), d_out.stride(0),
+                d_out.stride(1), dq.stride(0), dq.stride(1), lse_fa.stride(0),
+                hq, hq // hk, max_len, bucket, scale * LOG2E, scale, *common,
+                HEAD_DIM=d, **dot_flags(q))
         for grad in (dq, dk, dv):
             _zero_uncovered(grad, st.cpu(), ln.cpu())
         return dq, dk, dv, dz.to(z.dtype), None, None, None, None, None, None

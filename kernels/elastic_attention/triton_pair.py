@@ -13,7 +13,9 @@ so the pair costs about one dense forward and backward, plus the SA exponentials
 gradient dz = <dO, O_FA - O_SA> per (sequence, head) is sum over tokens of D_FA - D_SA (done by the caller).
 
 Layout as ``triton_prefill``: packed q (N, Hq, D), k and v (N, Hkv, D), sequences by ``starts`` / ``lens``; the
-log-sum-exps travel in log2 units of the scaled scores, (Hq, N) float32.
+log-sum-exps travel in log2 units of the scaled scores, (Hq, N) float32. ``len_bucket`` (the longest sequence
+rounded up to a power of two) is unused by the code: it is the autotuner's key, so tiles are re-chosen per length
+scale rather than per batch.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from .triton_common import key_tile_ranges, mma, tile_is_whole, tile_visibility
 def _pair_fwd(
     Q, K, V, O_FA, O_SA, LSE_FA, LSE_SA, STARTS, LENS,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h, slse_h,
-    n_q_heads, groups, n_m_tiles, qk_scale, sink, window, round_block, sa_mode,
+    n_q_heads, groups, max_len, len_bucket, qk_scale, sink, window, round_block, sa_mode,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    m_tile = n_m_tiles - 1 - tl.program_id(0)
+    m_tile = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     seq = tl.program_id(1) // n_q_heads
     head = tl.program_id(1) % n_q_heads
     length = tl.load(LENS + seq)
@@ -110,7 +112,7 @@ def _pair_probs(q, k, offs_m, offs_n, length, lse_fa, lse_sa, m0, n0, n_tile, sa
 def _pair_bwd_dkdv(
     Q, K, V, DO, DK, DV, LSE_FA, LSE_SA, D_FA, D_SA, Z, STARTS, LENS,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, sdo_t, sdo_h, sdk_t, sdk_h, sdv_t, sdv_h, slse_h,
-    n_q_heads, n_kv_heads, groups, n_n_tiles, qk_scale, scale, sink, window, round_block, sa_mode,
+    n_q_heads, n_kv_heads, groups, max_len, len_bucket, qk_scale, scale, sink, window, round_block, sa_mode,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One key tile of one KV head: dK and dV summed over the KV head's query heads (no atomics)."""
@@ -160,11 +162,11 @@ def _pair_bwd_dkdv(
 def _pair_bwd_dq(
     Q, K, V, DO, DQ, LSE_FA, LSE_SA, D_FA, D_SA, Z, STARTS, LENS,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, sdo_t, sdo_h, sdq_t, sdq_h, slse_h,
-    n_q_heads, groups, n_m_tiles, qk_scale, scale, sink, window, round_block, sa_mode,
+    n_q_heads, groups, max_len, len_bucket, qk_scale, scale, sink, window, round_block, sa_mode,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One query tile of one query head: dQ over its causal key tiles."""
-    m_tile = n_m_tiles - 1 - tl.program_id(0)
+    m_tile = tl.cdiv(max_len, BLOCK_M) - 1 - tl.program_id(0)
     seq = tl.program_id(1) // n_q_heads
     head = tl.program_id(1) % n_q_heads
     length = tl.load(LENS + seq)

@@ -15,7 +15,8 @@ the window tiles (STREAMING*), or the list (BLOCK_SPARSE). That is what makes sp
 costs O(T * (sink + window)), whatever T. Only tiles cut by a boundary (diagonal, window edge, partial sink, the end
 of the sequence) pay for the element mask. Query tiles run longest first (reversed program id) to even out the tail.
 
-Returns O (N, Hq, D) in the input dtype and the log-sum-exp (Hq, N) in float32, natural log (-inf where a row sees
+``len_bucket`` (the longest sequence rounded up to a power of two) is unused by the code: it keys the autotuner, so
+tiles are re-chosen per length scale, not per batch. Returns O (N, Hq, D) in the input dtype and the log-sum-exp (Hq, N) in float32, natural log (-inf where a row sees
 no key, whose output is then 0: only a block list without the diagonal tile can do that).
 """
 
@@ -33,7 +34,7 @@ LN2 = tl.constexpr(0.6931471805599453)
 def _prefill_fwd(
     Q, K, V, O, LSE, STARTS, LENS, MODES, TILE_IDX, TILE_CNT,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h, slse_h,
-    n_q_heads, groups, max_len, max_tiles, qk_scale, sink, window, round_block,
+    n_q_heads, groups, max_len, max_tiles, len_bucket, qk_scale, sink, window, round_block,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     n_m_tiles = tl.cdiv(max_len, BLOCK_M)
