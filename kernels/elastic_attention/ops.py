@@ -96,12 +96,19 @@ def _packed(x):
     return x if x.dim() == 3 else x.reshape(-1, x.shape[2], x.shape[3])
 
 
-def _zero_uncovered(out_packed, starts, lens):
-    covered = torch.zeros(out_packed.shape[0], dtype=torch.bool)
-    for a, n in zip(starts.tolist(), lens.tolist()):
-        covered[a:a + n] = True
-    if not bool(covered.all()):
-        out_packed[~covered.to(out_packed.device)] = 0
+def token_owner(starts, lens, n: int, device) -> torch.Tensor:
+    """(N,) int64: the sequence each packed row belongs to, -1 for rows outside every sequence (padding)."""
+    owner = torch.full((n,), -1, dtype=torch.int64)
+    for s, (a, t) in enumerate(zip(starts.tolist(), lens.tolist())):
+        owner[a:a + t] = s
+    return owner.to(device)
+
+
+def fill_outside(x: torch.Tensor, owner: torch.Tensor, value: float = 0.0, dim: int = 0) -> None:
+    """Set the rows (along ``dim``) that belong to no sequence; the kernels never write them."""
+    outside = owner < 0
+    if bool(outside.any()):
+        x.index_fill_(dim, outside.nonzero().flatten(), value)
 
 
 def _tiles(device: torch.device, mask_block: Optional[int]):
@@ -202,18 +209,12 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
         grid = lambda meta: (triton.cdiv(max_len, meta["BLOCK_M"]), len(starts) * hq)  # noqa: E731
         _prefill_kernel("tuned")[grid](*args, dummy, dummy, *strides, hq, hq // kp.shape[1], max_len, 1,
                                        triton.next_power_of_2(max_len), *scalars, HEAD_DIM=d, **dot_flags(q))
-    _zero_uncovered(out, starts, lens)
+    owner = token_owner(starts, lens, qp.shape[0], dev)
+    fill_outside(out, owner)
     if return_lse:
-        _mark_uncovered_lse(lse, starts, lens)
+        fill_outside(lse, owner, float("-inf"), dim=1)
         return out.reshape(q.shape), lse
     return out.reshape(q.shape)
-
-
-def _mark_uncovered_lse(lse, starts, lens):
-    covered = torch.zeros(lse.shape[1], dtype=torch.bool)
-    for a, n in zip(starts.tolist(), lens.tolist()):
-        covered[a:a + n] = True
-    lse[:, ~covered.to(lse.device)] = float("-inf")
 
 
 def dot_flags(q: torch.Tensor) -> dict:

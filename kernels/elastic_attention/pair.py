@@ -15,7 +15,7 @@ import torch
 import triton
 
 from .modes import STREAMING, STREAMING_BLOCKS
-from .ops import (_alloc, _check_tensors, _check_triton_head_dim, _packed, _zero_uncovered, dot_flags,
+from .ops import (_alloc, _check_tensors, _check_triton_head_dim, _packed, dot_flags, fill_outside, token_owner,
                   resolve_backend, sequences, tuned)
 from .reference import SINK, WINDOW, full_attention, streaming_attention
 
@@ -45,14 +45,6 @@ def _launch(name: str, device, grid_of, *args, **kwargs):
         lambda meta: grid_of(meta["BLOCK_M"], meta["BLOCK_N"])](*args, **kwargs)
 
 
-def _token_seq(starts, lens, n: int, device) -> torch.Tensor:
-    """(N,) sequence index of every packed row (-1 outside every sequence)."""
-    owner = torch.full((n,), -1, dtype=torch.int64)
-    for s, (a, t) in enumerate(zip(starts.tolist(), lens.tolist())):
-        owner[a:a + t] = s
-    return owner.to(device)
-
-
 class _TritonPair(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, z, starts, lens, sink, window, round_block, scale):
@@ -71,9 +63,9 @@ class _TritonPair(torch.autograd.Function):
                 o_fa.stride(1), lse_fa.stride(0),
                 hq, hq // k.shape[1], max_len, bucket, scale * LOG2E, sink, window, round_block or 128, sa_mode,
                 HEAD_DIM=d, **dot_flags(q))
-        _zero_uncovered(o_fa, starts, lens)
-        _zero_uncovered(o_sa, starts, lens)
-        owner = _token_seq(starts, lens, q.shape[0], dev)
+        owner = token_owner(starts, lens, q.shape[0], dev)  # computed once, reused by the backward
+        fill_outside(o_fa, owner)
+        fill_outside(o_sa, owner)
         mix = torch.where(owner[:, None] >= 0, z[owner.clamp(min=0)], torch.zeros((), dtype=z.dtype, device=dev))
         out = (mix[..., None] * o_fa.float() + (1 - mix[..., None]) * o_sa.float()).to(q.dtype)
         ctx.save_for_backward(q, k, v, z, o_fa, o_sa, lse_fa, lse_sa, st, ln, owner)
@@ -107,7 +99,7 @@ class _TritonPair(torch.autograd.Function):
                 hq, hq // hk, max_len, bucket, scale * LOG2E, scale, *common,
                 HEAD_DIM=d, **dot_flags(q))
         for grad in (dq, dk, dv):
-            _zero_uncovered(grad, st.cpu(), ln.cpu())
+            fill_outside(grad, owner)
         return dq, dk, dv, dz.to(z.dtype), None, None, None, None, None, None
 
 

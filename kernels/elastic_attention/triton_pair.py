@@ -109,6 +109,21 @@ def _pair_probs(q, k, offs_m, offs_n, length, lse_fa, lse_sa, m0, n0, n_tile, sa
 
 
 @triton.jit
+def _query_rows(Q, DO, LSE_FA, LSE_SA, D_FA, D_SA, start, head, offs_m, offs_d, row_ok,
+                sq_t, sq_h, sdo_t, sdo_h, slse_h):
+    """A query tile's saved forward state: q, dO (BM, D) and the per-row LSEs and D = rowsum(dO * O) of both
+    branches (BM,)."""
+    q = tl.load(Q + (start + offs_m[:, None]) * sq_t + head * sq_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + (start + offs_m[:, None]) * sdo_t + head * sdo_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    row = head * slse_h + start + offs_m
+    lse_fa = tl.load(LSE_FA + row, mask=row_ok, other=0.0)
+    lse_sa = tl.load(LSE_SA + row, mask=row_ok, other=0.0)
+    d_fa = tl.load(D_FA + row, mask=row_ok, other=0.0)
+    d_sa = tl.load(D_SA + row, mask=row_ok, other=0.0)
+    return q, do, lse_fa, lse_sa, d_fa, d_sa
+
+
+@triton.jit
 def _pair_bwd_dkdv(
     Q, K, V, DO, DK, DV, LSE_FA, LSE_SA, D_FA, D_SA, Z, STARTS, LENS,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, sdo_t, sdo_h, sdk_t, sdk_h, sdv_t, sdv_h, slse_h,
@@ -139,13 +154,8 @@ def _pair_bwd_dkdv(
             m0 = m_tile * BLOCK_M
             offs_m = m0 + tl.arange(0, BLOCK_M)
             row_ok = offs_m < length
-            q = tl.load(Q + (start + offs_m[:, None]) * sq_t + head * sq_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-            do = tl.load(DO + (start + offs_m[:, None]) * sdo_t + head * sdo_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-            row = head * slse_h + start + offs_m
-            lse_fa = tl.load(LSE_FA + row, mask=row_ok, other=0.0)
-            lse_sa = tl.load(LSE_SA + row, mask=row_ok, other=0.0)
-            d_fa = tl.load(D_FA + row, mask=row_ok, other=0.0)
-            d_sa = tl.load(D_SA + row, mask=row_ok, other=0.0)
+            q, do, lse_fa, lse_sa, d_fa, d_sa = _query_rows(Q, DO, LSE_FA, LSE_SA, D_FA, D_SA, start, head, offs_m,
+                                                            offs_d, row_ok, sq_t, sq_h, sdo_t, sdo_h, slse_h)
             p_fa, p_sa = _pair_probs(q, tl.trans(k), offs_m, offs_n, length, lse_fa, lse_sa, m0, n0, n_tile, sa_mode,
                                      sink, window, round_block, qk_scale, BLOCK_M, BLOCK_N, IEEE, UPCAST)
             p_mix = z * p_fa + (1.0 - z) * p_sa
@@ -177,13 +187,8 @@ def _pair_bwd_dq(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < length
-    q = tl.load(Q + (start + offs_m[:, None]) * sq_t + head * sq_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + (start + offs_m[:, None]) * sdo_t + head * sdo_h + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    row = head * slse_h + start + offs_m
-    lse_fa = tl.load(LSE_FA + row, mask=row_ok, other=0.0)
-    lse_sa = tl.load(LSE_SA + row, mask=row_ok, other=0.0)
-    d_fa = tl.load(D_FA + row, mask=row_ok, other=0.0)
-    d_sa = tl.load(D_SA + row, mask=row_ok, other=0.0)
+    q, do, lse_fa, lse_sa, d_fa, d_sa = _query_rows(Q, DO, LSE_FA, LSE_SA, D_FA, D_SA, start, head, offs_m, offs_d,
+                                                    row_ok, sq_t, sq_h, sdo_t, sdo_h, slse_h)
     z = tl.load(Z + seq * n_q_heads + head)
     k_base = K + start * sk_t + (head // groups) * sk_h
     v_base = V + start * sv_t + (head // groups) * sv_h

@@ -76,7 +76,7 @@ def test_switch_and_bad_settings(tiny_model_dir):
     config.elastic_decode = "sparse_kv"
     config.elastic_adapter = "/nonexistent/routers.safetensors"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, config=config)
-    with pytest.raises(Exception, match="routers.safetensors"):
+    with pytest.raises(FileNotFoundError, match="routers.safetensors"):
         prepare_module(model)
     with pytest.raises(ValueError, match="response_mask"):
         prompt_lengths(types.MappingProxyType({"input_ids": _nested([[1, 2, 3]])}))

@@ -72,6 +72,8 @@ def test_prompt_lengths_restrict_pooling(model_dir):
         set_prompt_lengths(model, None)
         model(input_ids=seqs[1][None, :9])
         assert torch.equal(routed, elastic_decisions(model)[0])
+        model(input_ids=seqs[1][None])  # the whole sequence routes differently: the prompt length was honoured
+        assert not torch.equal(routed, elastic_decisions(model)[0])
         set_prompt_lengths(model, torch.tensor([5, 9]))
         with pytest.raises(ValueError, match="one per sequence"):
             model(input_ids=ids, position_ids=pos)
@@ -92,3 +94,11 @@ def test_packed_training_forward_reaches_every_router(model_dir, backend):
         grads = [p.grad for p in layer.self_attn.elastic_router.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_segments_are_recomputed_for_a_modified_or_new_tensor():
+    pos = torch.tensor([[0, 1, 0, 1, 2]])
+    assert segments_from_position_ids(pos).tolist() == [0, 2, 5]
+    pos[0, 2] = 2  # in place: one sequence now
+    assert segments_from_position_ids(pos).tolist() == [0, 5]
+    assert segments_from_position_ids(torch.tensor([[0, 0, 0]])).tolist() == [0, 1, 2, 3]

@@ -9,6 +9,7 @@ the FA and SA branches per (sequence, head) with the straight-through decision, 
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -20,16 +21,29 @@ from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
 from verl_ext.kernels.elastic_attention.xattention import xattention_block_mask
 
 
+_SEGMENTS_CACHE: list = [None, None, None]  # (weakref to position_ids, its version, cu_seqlens)
+
+
 def segments_from_position_ids(position_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """cu_seqlens (S + 1,) int64 of a packed row from its position ids (1, T) or (T,); None if not given or
-    if the positions do not restart at 0 (a plain single sequence starting elsewhere, e.g. a decode step)."""
+    if the positions do not restart at 0 (a plain single sequence starting elsewhere, e.g. a decode step).
+
+    Every layer of a forward asks about the same position-ids tensor; the answer (which reads device values back)
+    is kept for that tensor object until it is modified or freed.
+    """
     if position_ids is None:
         return None
+    ref, version, cached = _SEGMENTS_CACHE
+    if ref is not None and ref() is position_ids and version == position_ids._version:
+        return cached
     pos = position_ids.reshape(-1) if position_ids.dim() <= 2 and position_ids.shape[0] == 1 else None
     if pos is None or pos.numel() == 0 or int(pos[0]) != 0:
-        return None
-    starts = (pos == 0).nonzero().flatten().cpu()
-    return torch.cat([starts, torch.tensor([pos.numel()])]).to(torch.int64)
+        cu = None
+    else:
+        starts = (pos == 0).nonzero().flatten().cpu()
+        cu = torch.cat([starts, torch.tensor([pos.numel()])]).to(torch.int64)
+    _SEGMENTS_CACHE[:] = [weakref.ref(position_ids), position_ids._version, cu]
+    return cu
 
 
 def set_prompt_lengths(model, prompt_lengths: Optional[torch.Tensor]) -> None:

@@ -128,13 +128,12 @@ class ElasticRouterEngine(_engine_base()):
 
             load_router_adapter(module, settings.adapter_init)
         freeze_backbone(module)
-        device = next(module.parameters()).device
         self.lagrangian = SparsityLagrangian(list(settings.targets), signed=settings.signed)
         with torch.no_grad():  # official init U[0, 0.5); the paper says "randomly initialised"
             generator = torch.Generator().manual_seed(0)  # identical on every rank
             for lam in (self.lagrangian.lambda1, self.lagrangian.lambda2):
                 lam.copy_(torch.rand(lam.shape, generator=generator) * settings.lambda_init_max)
-        self.lagrangian.to(device if device.type != "meta" else torch.device("cpu"))
+        # Built on the CPU; it joins the routers' device once FSDP has placed them (_build_optimizer).
         self._router_start = None
         self._training_pass = False
         return module
@@ -145,9 +144,8 @@ class ElasticRouterEngine(_engine_base()):
 
     def _build_optimizer(self, module):
         settings, optim = self._settings(), self.optimizer_config
-        self._lagrangian_to(next(module.parameters()).device if next(module.parameters()).device.type != "meta"
-                            else torch.device("cpu"))
         routers = [p for p in module.parameters() if p.requires_grad]
+        self._lagrangian_to(routers[0].device)
         betas = tuple(optim.betas)
         return torch.optim.AdamW([
             {"params": routers, "lr": optim.lr, "weight_decay": optim.weight_decay},
