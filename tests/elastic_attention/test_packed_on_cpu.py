@@ -102,3 +102,8 @@ def test_segments_are_recomputed_for_a_modified_or_new_tensor():
     pos[0, 2] = 2  # in place: one sequence now
     assert segments_from_position_ids(pos).tolist() == [0, 5]
     assert segments_from_position_ids(torch.tensor([[0, 0, 0]])).tolist() == [0, 1, 2, 3]
+    with torch.inference_mode():  # generation runs under inference mode: no version counter, no caching
+        pos = torch.tensor([[0, 1, 0]])
+        assert segments_from_position_ids(pos).tolist() == [0, 2, 3]
+        pos[0, 2] = 2
+        assert segments_from_position_ids(pos).tolist() == [0, 3]

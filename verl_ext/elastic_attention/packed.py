@@ -33,8 +33,10 @@ def segments_from_position_ids(position_ids: Optional[torch.Tensor]) -> Optional
     """
     if position_ids is None:
         return None
+    # Inference-mode tensors keep no version counter, so an in-place change could not be seen: no caching for them.
+    cacheable = not position_ids.is_inference()
     ref, version, cached = _SEGMENTS_CACHE
-    if ref is not None and ref() is position_ids and version == position_ids._version:
+    if cacheable and ref is not None and ref() is position_ids and version == position_ids._version:
         return cached
     pos = position_ids.reshape(-1) if position_ids.dim() <= 2 and position_ids.shape[0] == 1 else None
     if pos is None or pos.numel() == 0 or int(pos[0]) != 0:
@@ -42,7 +44,8 @@ def segments_from_position_ids(position_ids: Optional[torch.Tensor]) -> Optional
     else:
         starts = (pos == 0).nonzero().flatten().cpu()
         cu = torch.cat([starts, torch.tensor([pos.numel()])]).to(torch.int64)
-    _SEGMENTS_CACHE[:] = [weakref.ref(position_ids), position_ids._version, cu]
+    if cacheable:
+        _SEGMENTS_CACHE[:] = [weakref.ref(position_ids), position_ids._version, cu]
     return cu
 
 
