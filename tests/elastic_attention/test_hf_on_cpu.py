@@ -145,3 +145,19 @@ def test_report_cli(model_dir, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match="line 1: needs a non-empty 'prompt'"):
         main([str(model_dir), str(tmp_path / "bad.jsonl")])
+
+
+def test_deep_copy_routes_on_its_own_keys(model_dir):
+    """A deep copy of an elastic model keeps working after the original runs on other input (its key hooks write to
+    the copy's layers, not the original's)."""
+    import copy
+
+    model = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(sink=2, window=4))
+    twin = copy.deepcopy(model)
+    ids, mask = _batch(model_dir)
+    expected = twin(input_ids=ids, attention_mask=mask).logits
+    model(input_ids=ids[:, :20], attention_mask=mask[:, :20])  # the original sees shorter input in between
+    torch.testing.assert_close(twin(input_ids=ids, attention_mask=mask).logits, expected)
+    for original, copied in zip(model.model.layers, twin.model.layers):
+        assert copied.self_attn._elastic_keys.shape[1] == ids.shape[1]
+        assert original.self_attn._elastic_keys.shape[1] == 20

@@ -96,12 +96,16 @@ def enable_elastic_attention(model, config: ElasticAttentionConfig = ElasticAtte
     return model
 
 
-def _capture_keys(attn):
-    def hook(module, inputs, output):
-        # (B, T, H_kv * D) from k_proj or (B, T, H_kv, D) from k_norm: the keys before RoPE.
-        attn._elastic_keys = output.view(*output.shape[:2], -1, attn.head_dim)
+class _capture_keys:
+    """Forward hook keeping the keys before RoPE on the attention layer: (B, T, H_kv * D) from k_proj or
+    (B, T, H_kv, D) from k_norm. An object rather than a closure, so ``copy.deepcopy`` of the model gives the copy
+    a hook that writes to the copied layer, not to the original."""
 
-    return hook
+    def __init__(self, attn):
+        self.attn = attn
+
+    def __call__(self, module, inputs, output):
+        self.attn._elastic_keys = output.view(*output.shape[:2], -1, self.attn.head_dim)
 
 
 def _valid_lengths(attention_mask: Optional[torch.Tensor], batch: int, length: int, device) -> torch.Tensor:
