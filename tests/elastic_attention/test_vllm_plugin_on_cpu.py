@@ -1,5 +1,6 @@
-"""The vLLM-independent parts of the Elastic Attention vLLM plugin: routing state, chunked-prefill policy, weight
-names, architecture selection, and a plugin entry point that is safe without vLLM."""
+"""The vLLM-independent parts of the Elastic Attention vLLM plugin: which requests of a step are routed, per-step
+routing state, engine policy, weight names, architecture selection, and a plugin entry point that is safe without
+vLLM (the model classes themselves: test_vllm_models_on_cpu.py)."""
 
 import importlib.metadata
 
@@ -9,22 +10,56 @@ import torch
 from verl_ext.elastic_attention import vllm_plugin as vp
 
 
-def test_routing_state_per_request():
-    state = vp.RoutingState(num_layers=2, num_kv_heads=3)
-    state.record("a", 0, torch.tensor([1, 0, 0]))
-    with pytest.raises(KeyError, match="routing state missing for request 'a' at layer 1"):
-        state.get("a", 1)
+def test_routed_segments_hand_computed():
+    # Step: request 0 decodes (1 new token of 40), request 1 prefills 5 tokens, request 2 prefills 3 tokens.
+    assert vp.routed_segments([0, 1, 6, 9], [40, 5, 3]) == [(1, 6), (6, 9)]
+    assert vp.routed_segments([0, 1], [1]) == [(0, 1)]  # a one-token prompt is a (trivial) prefill
+    # Request 1 continues a prompt: 4 new tokens after 6 earlier ones (a chunk, or a prefix-cache hit).
+    with pytest.raises(RuntimeError, match="request 1 of this step continues a prompt \\(4 new tokens after 6"):
+        vp.routed_segments([0, 1, 5], [40, 10])
+    assert vp.routed_segments([0, 1, 5], [40, 10], policy="first_chunk") == []  # attends densely instead
+    with pytest.raises(ValueError, match="one more"):
+        vp.routed_segments([0, 1], [40, 10])
+
+
+def test_step_routing_per_request():
+    step = vp.StepRouting([(0, 5), (5, 9)], num_layers=2, num_kv_heads=3)
+    step.record(0, torch.tensor([[1, 0, 0], [1, 1, 1]]))
+    with pytest.raises(KeyError, match="routing state missing for request 1 at layer 1"):
+        step.get(1, 1)
     with pytest.raises(KeyError, match="not routed at every layer"):
-        state.msr("a")
-    state.record("a", 1, torch.tensor([1, 1, 0]))
-    state.record("b", 0, torch.tensor([1, 1, 1]))
-    assert state.get("a", 0).tolist() == [1, 0, 0] and state.msr("a") == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="one per KV head"):
-        state.record("a", 0, torch.tensor([1, 0]))
-    state.finish("a")
-    assert len(state) == 1
-    with pytest.raises(KeyError, match="request 'a'"):
-        state.get("a", 0)
+        step.msr()
+    step.record(1, torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    assert step.get(0, 0).tolist() == [1, 0, 0]
+    assert step.msr().tolist() == pytest.approx([0.5, 0.5])  # 3 of 6 sparse each
+    assert step.counts() == (6, 12)
+    with pytest.raises(ValueError, match="\\(routed requests, KV heads\\)"):
+        step.record(0, torch.tensor([1, 0, 0]))
+    with pytest.raises(KeyError, match="request 2 was not routed"):
+        step.get(2, 0)
+
+
+ENGINE = dict(enforce_eager=True, enable_prefix_caching=False, enable_chunked_prefill=False,
+              max_num_batched_tokens=2048, max_model_len=32768, speculative=False, pipeline_parallel_size=1,
+              decode="dense")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"enforce_eager": False}, "enforce_eager=True"),
+    ({"enable_prefix_caching": True}, "enable_prefix_caching=False"),
+    ({"speculative": True}, "speculative decoding"),
+    ({"pipeline_parallel_size": 2}, "pipeline_parallel_size=2 must be 1"),
+    ({"decode": "sparse_kv"}, "elastic_decode=dense"),
+    ({"enable_chunked_prefill": True}, "enable_chunked_prefill=False"),
+])
+def test_engine_settings_refused(change, message):
+    vp.check_engine("disable", **ENGINE)
+    with pytest.raises(ValueError, match=message):
+        vp.check_engine("disable", **{**ENGINE, **change})
+
+
+def test_first_chunk_policy_accepts_prefix_caching_and_chunking():
+    vp.check_engine("first_chunk", **{**ENGINE, "enable_prefix_caching": True, "enable_chunked_prefill": True})
 
 
 def test_chunked_prefill_policy():
@@ -55,9 +90,37 @@ def test_architectures_and_overrides():
         vp.elastic_architecture("MistralForCausalLM")
     with pytest.raises(TypeError):
         vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), windw=512)
+    approx = vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), chunked_prefill="first_chunk")
+    assert approx["elastic_chunked_prefill"] == "first_chunk"
+    with pytest.raises(ValueError, match="chunked_prefill='later'"):
+        vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), chunked_prefill="later")
+
+
+def test_overrides_are_the_settings_the_model_reads():
+    """What hf_overrides writes, settings_from_hf_config (actor and vLLM model alike) reads back."""
+    from transformers import Qwen3Config
+
+    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+
+    config = Qwen3Config(architectures=["Qwen3ForCausalLM"])
+    for key, value in vp.hf_overrides(config, adapter="r.safetensors", chunked_prefill="first_chunk", window=512,
+                                      sink=8).items():
+        setattr(config, key, value)
+    settings = settings_from_hf_config(config, source="hf_overrides")
+    assert (settings.attention.window, settings.attention.sink, settings.adapter) == (512, 8, "r.safetensors")
+    config.elastic_windw = 3
+    with pytest.raises(ValueError, match="hf_overrides.elastic_windw: unknown Elastic Attention option"):
+        settings_from_hf_config(config, source="hf_overrides")
 
 
 def test_entry_point_is_declared_and_safe_without_vllm():
     points = importlib.metadata.entry_points(group="vllm.general_plugins")
     assert any(p.value == "verl_ext.elastic_attention.vllm_plugin:register" for p in points)
-    vp.register()  # vLLM is not installed here: a no-op, no exception
+    try:
+        from vllm import ModelRegistry
+    except ImportError:
+        vp.register()  # without vLLM: a no-op, no exception
+        return
+
+    vp.register()
+    assert set(vp.ARCHITECTURES.values()) <= set(ModelRegistry.get_supported_archs())

@@ -1,7 +1,9 @@
-"""The router-training recipe config composes over verl's sft_trainer_engine with the paper's settings, and every
-run script forwards to the shared launcher."""
+"""The router-training recipe config composes over verl's sft_trainer_engine with the paper's settings, the GRPO
+configs switch actor and rollout (hf or vLLM) to Elastic Attention, and every run script forwards to its launcher."""
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -54,3 +56,40 @@ def test_grpo_elastic_config_switches_actor_and_rollout():
     get_trainer_cls(cfg.trainer.v1.trainer_mode)
     run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic.sh")], capture_output=True, text=True)
     assert run.returncode == 2 and "MODEL_DIR ROUTERS" in run.stdout
+
+
+def test_grpo_elastic_vllm_config_follows_the_actor(tmp_path):
+    """The vLLM variant: the rollout's hf_overrides carry the actor's adapter and decode mode and pass the engine
+    checks; the run script maps the checkpoint's architecture (and refuses an unsupported one)."""
+    from transformers import Qwen3Config
+
+    from verl_ext.elastic_attention import vllm_plugin
+    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+
+    with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+        cfg = compose(config_name="grpo_elastic_vllm", overrides=[
+            "actor_rollout_ref.model.path=/models/x",
+            "actor_rollout_ref.model.override_config.elastic_adapter=/runs/r/router_adapter.safetensors",
+            "actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides.architectures=[ElasticQwen3ForCausalLM]"])
+    rollout = cfg.actor_rollout_ref.rollout
+    overrides = OmegaConf.to_container(rollout.engine_kwargs.vllm.hf_overrides, resolve=True)
+    hf_config = Qwen3Config()
+    for key, value in overrides.items():
+        setattr(hf_config, key, value)  # what vLLM does with hf_overrides
+    settings = settings_from_hf_config(hf_config, source="hf_overrides")
+    assert settings.adapter == "/runs/r/router_adapter.safetensors" and settings.attention.decode == "dense"
+    vllm_plugin.check_engine("disable", enforce_eager=rollout.enforce_eager,
+                             enable_prefix_caching=rollout.enable_prefix_caching,
+                             enable_chunked_prefill=rollout.enable_chunked_prefill,
+                             max_num_batched_tokens=rollout.max_num_batched_tokens,
+                             max_model_len=rollout.max_model_len or 32768, speculative=False,
+                             pipeline_parallel_size=rollout.pipeline_model_parallel_size,
+                             decode=settings.attention.decode)
+    assert rollout.name == "vllm" and overrides["architectures"] == ["ElasticQwen3ForCausalLM"]
+    run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic_vllm.sh")], capture_output=True, text=True)
+    assert run.returncode == 2 and "MODEL_DIR ROUTERS" in run.stdout
+    (tmp_path / "config.json").write_text('{"architectures": ["MistralForCausalLM"]}')
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the script's python is this one
+    run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic_vllm.sh"), str(tmp_path), "r", "t", "v", "x"],
+                         capture_output=True, text=True, env={**os.environ, "PATH": path})
+    assert run.returncode != 0 and "this checkpoint is 'MistralForCausalLM'" in run.stderr

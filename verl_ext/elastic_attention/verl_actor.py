@@ -28,7 +28,8 @@ from verl_ext.elastic_attention.packed import set_prompt_lengths
 
 SWITCH = "elastic_attention"
 PREFIX = "elastic_"
-RESERVED = {SWITCH, "elastic_adapter", "elastic_trainable"}
+# elastic_chunked_prefill is read by the vLLM rollout only (vllm_plugin.check_chunked_prefill).
+RESERVED = {SWITCH, "elastic_adapter", "elastic_trainable", "elastic_chunked_prefill"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,10 @@ class ActorElasticSettings:
     trainable: bool = False
 
 
-def settings_from_hf_config(hf_config) -> Optional[ActorElasticSettings]:
-    """The elastic settings carried by an HF config (None when ``elastic_attention`` is not set true)."""
+def settings_from_hf_config(hf_config, source: str = "actor_rollout_ref.model.override_config"
+                            ) -> Optional[ActorElasticSettings]:
+    """The elastic settings carried by an HF config (None when ``elastic_attention`` is not set true); ``source``
+    names where the keys were set, for error messages."""
     if not getattr(hf_config, SWITCH, False):
         return None
     fields = {f.name for f in dataclasses.fields(ElasticAttentionConfig)}
@@ -49,13 +52,13 @@ def settings_from_hf_config(hf_config) -> Optional[ActorElasticSettings]:
             continue
         name = key[len(PREFIX):]
         if name not in fields:
-            raise ValueError(f"actor_rollout_ref.model.override_config.{key}: unknown Elastic Attention option; "
+            raise ValueError(f"{source}.{key}: unknown Elastic Attention option; "
                              f"known: {sorted(PREFIX + f for f in fields)} and {sorted(RESERVED)}.")
         options[name] = value
     attention = ElasticAttentionConfig(**options)
     trainable = bool(getattr(hf_config, "elastic_trainable", False))
     if trainable and attention.decode == "dense":
-        raise ValueError("override_config.elastic_trainable=true needs elastic_decode=sparse_kv: with the paper's "
+        raise ValueError(f"{source}.elastic_trainable=true needs elastic_decode=sparse_kv: with the paper's "
                          "dense decode the response tokens of sparse heads attend densely, which the training pair "
                          "(one mode per head for every token) does not reproduce.")
     return ActorElasticSettings(attention, getattr(hf_config, "elastic_adapter", None), trainable)

