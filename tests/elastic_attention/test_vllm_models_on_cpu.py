@@ -115,6 +115,9 @@ def test_vllm_matches_hf_elastic(setup):
     assert report["router_source"] == "adapter"
     assert report["requests"] == len(setup["prompts"])
     assert (report["sparse_pairs"], report["pairs"]) == (sparse, pairs)
+    # Both paths ran: steps of routed prompts only (vLLM's attention skipped) and routed prompts beside decodes.
+    assert report["prefill_only_steps"] >= 1 and report["mixed_steps"] >= 1, report
+    assert report["attention_skipped_steps"] == report["prefill_only_steps"]  # the CPU backend writes the cache alone
 
 
 def test_weight_sync_replaces_the_routers(setup):

@@ -50,8 +50,9 @@ def main(model_dir, out_path, prompts_path, max_tokens, overrides, engine_kwargs
 
     prompts = json.loads(open(prompts_path).read())
     overrides = json.loads(overrides) or None
-    kwargs = {"dtype": "float32", "max_model_len": 512, "enforce_eager": True, "enable_prefix_caching": False,
-              "enable_chunked_prefill": False, "max_num_batched_tokens": 512, "seed": 0, **json.loads(engine_kwargs)}
+    # A 128-token step budget: prompts that do not fit the first step are prefilled beside decode tokens later.
+    kwargs = {"dtype": "float32", "max_model_len": 128, "enforce_eager": True, "enable_prefix_caching": False,
+              "enable_chunked_prefill": False, "max_num_batched_tokens": 128, "seed": 0, **json.loads(engine_kwargs)}
     llm = LLM(model=model_dir, hf_overrides=overrides, **kwargs)
     result = _generate(llm, prompts, max_tokens, overrides is not None)
     if sync_adapter:

@@ -8,12 +8,16 @@ The rollout / actor log-prob agreement is verl's own ``training/rollout_probs_di
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_ext.re2.trainer import Re2PPOTrainer
 from verl_ext.trainer_mode import ReportsSyncMode
+
+logger = logging.getLogger(__name__)
 
 
 def rollout_msr_metrics(extra_fields: list) -> dict:
@@ -36,7 +40,13 @@ class ElasticRolloutMetrics:
         keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
         if keys:
             data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
-            metrics.update(rollout_msr_metrics(data.pop("extra_fields").tolist()))
+            found = rollout_msr_metrics(data.pop("extra_fields").tolist())
+            if not found and not getattr(self, "_elastic_msr_warned", False):
+                self._elastic_msr_warned = True
+                logger.warning("elastic trainer mode: no response carries elastic_msr, so elastic/rollout_msr is not "
+                               "logged. The hf rollout reports it per response; the vLLM rollout does not (its "
+                               "workers keep totals: verl_ext.elastic_attention.vllm_models.routing_report).")
+            metrics.update(found)
         return out
 
 

@@ -4,15 +4,16 @@ through the registrations of ``vllm_plugin.register``).
 Each variant is the stock vLLM model plus, in every attention layer, an ``ElasticRouter`` (float32, as trained)
 and a wrapper around the layer's paged attention call:
 
-1. vLLM's attention runs as usual: it writes the step's keys and values to the paged cache and computes dense
-   attention for every token. Decode tokens keep that output (the paper decodes densely).
-2. The requests whose whole prompt is in this step (``vllm_plugin.routed_segments``) are gathered into one packed
-   row; each is routed on its own pre-RoPE keys (first and last ``pool_budget`` prompt tokens, argmax) and
+1. The requests whose whole prompt is in this engine step (``vllm_plugin.routed_segments``) are gathered into one
+   packed row; each is routed on its own pre-RoPE keys (first and last ``pool_budget`` prompt tokens, argmax) and
    attends with every head in its mode through the mode-table prefill op (``packed.packed_forward``: the Triton
-   kernel on CUDA, the PyTorch reference on CPU). Their rows of the output are replaced with that.
+   kernel on CUDA, the PyTorch reference on CPU). Their rows of the output are that.
+2. A step made only of routed prompts writes the paged cache and skips vLLM's attention. A step that also decodes
+   (or continues a prompt) runs vLLM's attention for all its tokens, so its routed prompts pay one dense pass on
+   top of the elastic one: vLLM's attention takes the whole step's metadata at once. Decode tokens keep vLLM's
+   output (the paper decodes densely).
 
-So routed prompts pay for one dense pass on top of the elastic one (the cache write and the backend's attention
-are one call in vLLM); decode is unchanged. Settings come from the HF config keys ``hf_overrides`` sets
+Settings come from the HF config keys ``hf_overrides`` sets
 (``vllm_plugin.hf_overrides``), the same ``elastic_*`` keys the actor reads; ``vllm_plugin.check_engine`` refuses
 engine settings the routing cannot honour.
 """
@@ -68,7 +69,11 @@ class ElasticVllmMixin:
         # Where the routers' weights came from: None until an adapter or router tensors are loaded.
         self.elastic_router_source: Optional[str] = None
         self.elastic_last_step: Optional[StepRouting] = None
-        self.elastic_totals = {"requests": 0, "sparse_pairs": 0, "pairs": 0}
+        # Routed requests and their sparse / all (request, layer, KV head) triples; engine steps made only of
+        # routed prompts (vLLM's attention skipped), of routed prompts beside other tokens, and of no routed prompt.
+        # Of the first, those where the attention backend let the cache write run alone (attention_skipped_steps).
+        self.elastic_totals = {"requests": 0, "sparse_pairs": 0, "pairs": 0, "prefill_only_steps": 0,
+                               "mixed_steps": 0, "unrouted_steps": 0, "attention_skipped_steps": 0}
         self._elastic_attns = [layer.self_attn for layer in self.model.layers]
         for index, attn in enumerate(self._elastic_attns):
             _install(self, attn, index)
@@ -132,17 +137,43 @@ def _install(model: ElasticVllmMixin, attn, index: int) -> None:
     (attn.k_norm if hasattr(attn, "k_norm") else attn.qkv_proj).register_forward_hook(capture)
     paged = attn.attn
     dense_forward = paged.forward
+    write_cache = _cache_writer(paged)
 
     def forward(query, key, value, *args, **kwargs):
-        out = dense_forward(query, key, value, *args, **kwargs)
+        cached = _step(model, attn, query.device)
+        if cached is not None and cached[3] and write_cache is not None and not args and not kwargs:
+            # Every token of the step belongs to a routed prompt: write the cache, skip vLLM's dense attention.
+            write_cache(key.view(-1, attn.num_kv_heads, attn.head_dim),
+                        value.view(-1, attn.num_kv_heads, attn.head_dim), paged.layer_name)
+            out = query.new_zeros(query.shape[0], attn.num_heads * attn.head_dim)
+            model.elastic_totals["attention_skipped_steps"] += int(index == 0)
+        else:
+            out = dense_forward(query, key, value, *args, **kwargs)
         return _routed_prefill(model, attn, index, out, query, key, value)
 
     paged.forward = forward  # instance attribute: nn.Module.__call__ dispatches to it
 
 
-def _step(model: ElasticVllmMixin, attn, device) -> Optional[tuple[StepRouting, torch.Tensor, torch.Tensor]]:
-    """This engine step's routed requests, their token rows in the flat batch and their cu_seqlens, computed once
-    per step (kept on vLLM's per-step forward context); None in profiling and dummy runs."""
+def _cache_writer(paged):
+    """vLLM's paged-cache write on its own, where the attention backend keeps it apart from the attention call (and
+    the layer owns its cache); None otherwise, and every step then runs vLLM's attention."""
+    try:
+        from vllm.model_executor.layers.attention.attention import unified_kv_cache_update
+    except ImportError:
+        return None
+    backend = getattr(paged, "attn_backend", None)
+    if backend is None or getattr(backend, "forward_includes_kv_cache_update", True):
+        return None
+    if getattr(paged, "kv_sharing_target_layer_name", None) is not None or getattr(paged, "query_quant", None) \
+            is not None:
+        return None
+    return unified_kv_cache_update
+
+
+def _step(model: ElasticVllmMixin, attn, device) -> Optional[tuple[StepRouting, torch.Tensor, torch.Tensor, bool]]:
+    """This engine step's routed requests, their token rows in the flat batch, their cu_seqlens and whether they
+    are all of the step's tokens, computed once per step (kept on vLLM's per-step forward context); None in
+    profiling and dummy runs."""
     if not is_forward_context_available():
         return None
     context = get_forward_context()
@@ -159,7 +190,10 @@ def _step(model: ElasticVllmMixin, attn, device) -> Optional[tuple[StepRouting, 
         lengths = torch.tensor([end - start for start, end in segments], dtype=torch.int64)
         cu = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
         rows = torch.cat([torch.arange(start, end) for start, end in segments]) if segments else lengths
-        cached = context._elastic_step = (step, rows.to(device), cu)
+        prefill_only = bool(segments) and int(cu[-1]) == int(metadata.num_actual_tokens)
+        cached = context._elastic_step = (step, rows.to(device), cu, prefill_only)
+        kind = "prefill_only_steps" if prefill_only else "mixed_steps" if segments else "unrouted_steps"
+        model.elastic_totals[kind] += 1
     return cached
 
 
@@ -168,7 +202,7 @@ def _routed_prefill(model: ElasticVllmMixin, attn, index: int, out: torch.Tensor
     cached = _step(model, attn, query.device)
     if cached is None or not len(cached[0]):
         return out
-    step, rows, cu = cached
+    step, rows, cu, _ = cached
     if model.elastic_router_source is None and model.elastic_config.force is None:
         raise RuntimeError(f"{type(model).__name__}: the routers never received weights; set elastic_adapter in "
                            "hf_overrides, load a checkpoint that contains them, or sync them from the actor.")
@@ -193,9 +227,8 @@ def _routed_prefill(model: ElasticVllmMixin, attn, index: int, out: torch.Tensor
 
 
 def routing_report(model) -> dict:
-    """This worker's routing so far, for ``LLM.apply_model(routing_report)``: requests routed, sparse and all
-    (request, layer, KV head) triples, Omega_MSR, each request's Omega_MSR in the last step that routed any, and
-    where the routers' weights came from."""
+    """This worker's routing so far, for ``LLM.apply_model(routing_report)``: ``elastic_totals``, Omega_MSR, each
+    request's Omega_MSR in the last step that routed any, and where the routers' weights came from."""
     step = model.elastic_last_step
     return {**model.elastic_totals, "msr": model.elastic_msr(), "router_source": model.elastic_router_source,
             "last_step_msr": step.msr().tolist() if step is not None else []}
