@@ -21,7 +21,10 @@ SINK, WINDOW, NEW_TOKENS = 4, 16, 6
 SCRIPT = Path(__file__).with_name("vllm_generate.py")
 
 
-@pytest.fixture(scope="module", params=["qwen3", "qwen2", "llama"])
+# (architecture, backend of the vLLM model's routed prefill): "reference" is what "auto" picks on CPU; "triton" runs
+# the kernels a GPU would (through the interpreter here).
+@pytest.fixture(scope="module", params=[("qwen3", "reference"), ("qwen2", "reference"), ("llama", "reference"),
+                                        ("qwen3", "triton")], ids=lambda p: "-".join(p))
 def setup(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,9 +32,10 @@ def setup(request, tmp_path_factory):
     from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
     from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
-    root = tmp_path_factory.mktemp(f"elastic_vllm_{request.param}")
+    arch, backend = request.param
+    root = tmp_path_factory.mktemp(f"elastic_vllm_{arch}_{backend}")
     # head_dim 64: vLLM's CPU attention has no kernel for the default tiny model's head_dim 16.
-    model_dir = build_tiny_model(root / "model", TinyModelSpec(arch=request.param, hidden=256, heads=4, kv_heads=2))
+    model_dir = build_tiny_model(root / "model", TinyModelSpec(arch=arch, hidden=256, heads=4, kv_heads=2))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     enable_elastic_attention(model, ElasticAttentionConfig(sink=SINK, window=WINDOW))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -47,7 +51,7 @@ def setup(request, tmp_path_factory):
         head.bias.data.neg_()
     flipped_adapter = save_router_adapter(flipped, root / "flipped.safetensors")
     (root / "prompts.json").write_text(json.dumps(prompts))
-    overrides = vllm_plugin.hf_overrides(model.config, adapter=str(adapter), sink=SINK, window=WINDOW)
+    overrides = vllm_plugin.hf_overrides(model.config, adapter=str(adapter), sink=SINK, window=WINDOW, backend=backend)
     out = root / "vllm.json"
     run = subprocess.run([sys.executable, str(SCRIPT), str(model_dir), str(out), str(root / "prompts.json"),
                           str(NEW_TOKENS), json.dumps(overrides), "{}", str(flipped_adapter)],
@@ -160,8 +164,8 @@ def test_engine_policies(setup):
     """Prefix caching (a cached prefix holds keys computed under another prompt's routing) and prompt-splitting
     chunked prefill are refused under the default policy; under first_chunk a split prompt is routed on its first
     chunk and the rest of it attends densely; routers that never received weights refuse to route."""
-    if setup["model"].config.model_type != "qwen3":
-        pytest.skip("one architecture is enough for engine settings")
+    if (setup["model"].config.model_type, setup["overrides"]["elastic_backend"]) != ("qwen3", "reference"):
+        pytest.skip("one architecture and backend are enough for engine settings")
     run, out = _run_engine(setup, "prefix_caching", {"enable_prefix_caching": True})
     assert run.returncode != 0 and out is None
     assert "need enable_prefix_caching=False" in run.stderr, run.stderr[-3000:]
