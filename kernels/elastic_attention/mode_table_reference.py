@@ -44,9 +44,10 @@ def _attend(q, k, v, visible, scale):
 
 def prefill_reference(q, k, v, modes, starts, lens, sink: int, window: int, round_block: int = 128,
                       block_mask: Optional[torch.Tensor] = None, mask_block: Optional[int] = None,
-                      scale: Optional[float] = None):
+                      scale: Optional[float] = None, dense_from: Optional[torch.Tensor] = None):
     """(O (N, Hq, D) in q's dtype, LSE (Hq, N) float32) of the mode-table prefill. Rows outside every sequence are
-    left at zero (LSE -inf). ``block_mask`` (S, Hq, nqb, nkb) where a head uses BLOCK_SPARSE."""
+    left at zero (LSE -inf). ``block_mask`` (S, Hq, nqb, nkb) where a head uses BLOCK_SPARSE. ``dense_from`` (S,):
+    query rows from that position on see every earlier key whatever the head's mode."""
     n, hq, d = q.shape
     groups = hq // k.shape[1]
     scale = d**-0.5 if scale is None else scale
@@ -58,6 +59,9 @@ def prefill_reference(q, k, v, modes, starts, lens, sink: int, window: int, roun
             mode = int(modes[s, h])
             bm = block_mask[s, h] if mode == BLOCK_SPARSE else None
             visible = mode_visibility(mode, t, sink, window, round_block, bm, mask_block, q.device)
+            if dense_from is not None:
+                rows = torch.arange(t, device=q.device) >= int(dense_from[s])
+                visible = visible | (rows[:, None] & torch.ones(t, t, dtype=torch.bool, device=q.device).tril())
             o, lse = _attend(q[a:a + t, h], k[a:a + t, h // groups], v[a:a + t, h // groups], visible, scale)
             out[a:a + t, h] = o.to(q.dtype)
             lse_all[h, a:a + t] = lse.float()

@@ -154,11 +154,31 @@ def _check_modes(modes, n_seqs: int, hq: int, block_mask, mask_block, max_len: i
                              f"got {tuple(block_mask.shape)}.")
 
 
+NEVER_DENSE = 2**30  # a dense_from no sequence reaches
+
+
+def _check_dense_from(dense_from, modes, lens) -> torch.Tensor:
+    """(S,) int32 on the CPU; NEVER_DENSE everywhere when not given."""
+    if dense_from is None:
+        return torch.full((len(lens),), NEVER_DENSE, dtype=torch.int32)
+    dense_from = dense_from.to(torch.int64).cpu()
+    if dense_from.shape != lens.shape or bool((dense_from < 0).any()):
+        raise ValueError(f"dense_from must be (sequences,) = ({len(lens)},) non-negative positions; got shape "
+                         f"{tuple(dense_from.shape)}.")
+    reaches = dense_from < lens.to(torch.int64)
+    if bool(((modes.cpu() == M.BLOCK_SPARSE).any(dim=1) & reaches).any()):
+        raise ValueError("dense_from applies to streaming heads; a sequence with BLOCK_SPARSE heads must have "
+                         "dense_from >= its length (compute its dense rows with a separate all-FULL call).")
+    return dense_from.clamp(max=NEVER_DENSE).to(torch.int32)
+
+
 def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padded: bool = False, sink: int = SINK,
                     window: int = WINDOW, round_block: int = 128, block_mask=None, mask_block: Optional[int] = None,
-                    scale: Optional[float] = None, return_lse: bool = False, backend: str = "auto"):
+                    dense_from=None, scale: Optional[float] = None, return_lse: bool = False, backend: str = "auto"):
     """Causal prefill with every (sequence, query head) in its own mode, ``modes`` (S, Hq) int (``modes.py``).
 
+    ``dense_from`` (S,) int: from that position of each sequence on (its response, after a prompt of that length),
+    streaming heads attend densely, as the paper decodes; None: nowhere.
     Returns O shaped like q (and the log-sum-exp (Hq, N) float32, natural log, with ``return_lse``).
     """
     _check_tensors(q, k, v, packed=q.dim() == 3)
@@ -167,6 +187,7 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
     if sink < 0 or window < 1 or round_block < 1:
         raise ValueError(f"sink={sink} >= 0, window={window} >= 1 and round_block={round_block} >= 1 are required.")
     _check_modes(modes, len(starts), hq, block_mask, mask_block, int(lens.max()) if len(lens) else 0)
+    dense_from = _check_dense_from(dense_from, modes, lens)
     scale = d**-0.5 if scale is None else scale
     qp, kp, vp = _packed(q), _packed(k), _packed(v)
     if resolve_backend(backend, q.device) == "reference":
@@ -174,10 +195,10 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
 
         if return_lse:
             out, lse = prefill_reference(qp, kp, vp, modes.cpu(), starts, lens, sink, window, round_block,
-                                         block_mask, mask_block, scale)
+                                         block_mask, mask_block, scale, dense_from)
             return out.reshape(q.shape), lse
         return _reference_prefill(qp, kp, vp, modes.cpu(), starts, lens, sink, window, round_block, block_mask,
-                                  mask_block, scale).reshape(q.shape)
+                                  mask_block, scale, dense_from).reshape(q.shape)
     _check_triton_head_dim(d)
     has_list = bool((modes == M.BLOCK_SPARSE).any())
     max_len = int(lens.max()) if len(lens) else 0
@@ -187,7 +208,8 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
     dev = q.device
     out = _alloc(qp.shape, qp)
     lse = _alloc((hq, qp.shape[0]), qp, torch.float32)
-    args = [qp, kp, vp, out, lse, starts.to(dev), lens.to(dev), modes.to(device=dev, dtype=torch.int32).contiguous()]
+    args = [qp, kp, vp, out, lse, starts.to(dev), lens.to(dev), modes.to(device=dev, dtype=torch.int32).contiguous(),
+            dense_from.to(dev)]
     strides = (qp.stride(0), qp.stride(1), kp.stride(0), kp.stride(1), vp.stride(0), vp.stride(1), out.stride(0),
                out.stride(1), lse.stride(0))
     scalars = (scale * 1.4426950408889634, sink, window, round_block)
@@ -246,8 +268,10 @@ def _prefill_kernel(kind: str):
     return tuned("prefill", _prefill_fwd, configs, ["HEAD_DIM", "IEEE", "len_bucket"])
 
 
-def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, block_mask, mask_block, scale):
-    """The CPU back end: per sequence, the heads of each mode together through ``reference.py``'s fast paths."""
+def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, block_mask, mask_block, scale,
+                       dense_from):
+    """The CPU back end: per sequence, the heads of each mode together through ``reference.py``'s fast paths; rows
+    from ``dense_from`` on of non-FULL heads from a full pass over those heads."""
     groups = q.shape[1] // k.shape[1]
     out = torch.zeros_like(q)
     for s, (a, t) in enumerate(zip(starts.tolist(), lens.tolist())):
@@ -268,5 +292,8 @@ def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, 
             else:
                 o = block_sparse_attention(*args, block_mask[s:s + 1, heads.to(block_mask.device)].cpu(), mask_block,
                                            scale=scale)
+            if mode != M.FULL and int(dense_from[s]) < t:
+                p = int(dense_from[s])
+                o[:, p:] = full_attention(*args, scale=scale)[:, p:]
             out[a:a + t, heads.to(q.device)] = o[0]
     return out

@@ -7,6 +7,7 @@ import triton.language as tl
 from . import modes
 
 # Globals read inside @triton.jit must be constexpr.
+FULL = tl.constexpr(modes.FULL)
 STREAMING = tl.constexpr(modes.STREAMING)
 STREAMING_BLOCKS = tl.constexpr(modes.STREAMING_BLOCKS)
 BLOCK_SPARSE = tl.constexpr(modes.BLOCK_SPARSE)

@@ -10,6 +10,10 @@ the same launch. ``modes`` (S, Hq) int32 picks each head's key set (constants in
 - BLOCK_SPARSE: the kernel key tiles listed for the head's query tile (``tile_idx`` / ``tile_cnt``; ``ops.py``
   turns a block mask into that list).
 
+``dense_from`` (S,) int32: from that position of its sequence on, a streaming head's queries see every earlier key
+(the paper's dense decode of the response, recomputed in one pass); a large value turns it off. Query tiles that
+hold such rows visit every key tile up to the diagonal.
+
 A program owns one query tile of one head and visits only its key tiles: ``0..diagonal`` (FULL), the sink tiles then
 the window tiles (STREAMING*), or the list (BLOCK_SPARSE). That is what makes sparse heads cheap: a streaming head
 costs O(T * (sink + window)), whatever T. Only tiles cut by a boundary (diagonal, window edge, partial sink, the end
@@ -25,14 +29,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_common import BLOCK_SPARSE, key_tile_ranges, mma, tile_is_whole, tile_visibility
+from .triton_common import BLOCK_SPARSE, FULL, key_tile_ranges, mma, tile_is_whole, tile_visibility
 
 LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
 def _prefill_fwd(
-    Q, K, V, O, LSE, STARTS, LENS, MODES, TILE_IDX, TILE_CNT,
+    Q, K, V, O, LSE, STARTS, LENS, MODES, DENSE_FROM, TILE_IDX, TILE_CNT,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h, slse_h,
     n_q_heads, groups, max_len, max_tiles, len_bucket, qk_scale, sink, window, round_block,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
@@ -48,6 +52,11 @@ def _prefill_fwd(
         return
     start = tl.load(STARTS + seq).to(tl.int64)
     mode = tl.load(MODES + seq * n_q_heads + head)
+    dense_from = tl.load(DENSE_FROM + seq)
+    # The key tiles to visit: the head's own, or all of them when the query tile holds dense rows; whole tiles: the
+    # head's mode, or FULL when every row is dense (a tile whole in a sparse mode is whole for dense rows too).
+    range_mode = tl.where(m0 + BLOCK_M - 1 >= dense_from, FULL, mode)
+    whole_mode = tl.where(m0 >= dense_from, FULL, mode)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + (start + offs_m[:, None]) * sq_t + head * sq_h + offs_d[None, :],
@@ -55,8 +64,8 @@ def _prefill_fwd(
     k_base = K + start * sk_t + kv_head * sk_h
     v_base = V + start * sv_t + kv_head * sv_h
 
-    n_sink, lo, hi = key_tile_ranges(m0, length, mode, sink, window, round_block, BLOCK_M, BLOCK_N)
-    is_list = mode == BLOCK_SPARSE
+    n_sink, lo, hi = key_tile_ranges(m0, length, range_mode, sink, window, round_block, BLOCK_M, BLOCK_N)
+    is_list = range_mode == BLOCK_SPARSE
     list_base = (seq * n_q_heads + head) * n_m_tiles + m_tile
     n_iter = tl.where(is_list, tl.load(TILE_CNT + list_base, mask=is_list, other=0), n_sink + hi - lo)
 
@@ -71,8 +80,9 @@ def _prefill_fwd(
         key_ok = offs_n < length
         k = tl.load(k_base + offs_n[None, :] * sk_t + offs_d[:, None], mask=key_ok[None, :], other=0.0)
         qk = mma(q, k, IEEE, UPCAST) * qk_scale
-        if not tile_is_whole(m0, n0, mode, sink, window, round_block, BLOCK_M, BLOCK_N):
-            vis = tile_visibility(offs_m, offs_n, mode, sink, window, round_block) & key_ok[None, :]
+        if not tile_is_whole(m0, n0, whole_mode, sink, window, round_block, BLOCK_M, BLOCK_N):
+            dense_rows = (offs_m[:, None] >= dense_from) & (offs_n[None, :] <= offs_m[:, None])
+            vis = (tile_visibility(offs_m, offs_n, mode, sink, window, round_block) | dense_rows) & key_ok[None, :]
             qk = tl.where(vis, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen nothing yet stay at zero

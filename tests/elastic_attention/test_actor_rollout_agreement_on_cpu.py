@@ -14,10 +14,14 @@ from verl_ext.rollout.hf_engine import HFGenerationEngine
 from verl_ext.rollout.sampling import SamplingParams
 
 
-def _elastic_model(model_dir, decode):
+XATTENTION = {"elastic_sparse_mode": "xattention", "elastic_xattn_block": 16, "elastic_xattn_stride": 4,
+              "elastic_xattn_threshold": 0.5}
+
+
+def _elastic_model(model_dir, decode, extra=None):
     config = AutoConfig.from_pretrained(model_dir)
     for key, value in {"elastic_attention": True, "elastic_sink": 2, "elastic_window": 6, "elastic_pool_budget": 4,
-                       "elastic_decode": decode}.items():
+                       "elastic_decode": decode, **(extra or {})}.items():
         setattr(config, key, value)  # what verl's override_config does
     model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=torch.float32)
     torch.manual_seed(0)
@@ -31,9 +35,19 @@ def _nested(rows):
     return torch.nested.as_nested_tensor([torch.tensor(r) for r in rows], layout=torch.jagged)
 
 
-@pytest.mark.parametrize("decode", ["dense", "sparse_kv"])
-def test_actor_log_probs_equal_rollout_log_probs(tiny_model_dir, decode):
-    model = _elastic_model(tiny_model_dir, decode)
+# Modes: the sparse mode, or "triton" for streaming through the Triton kernels (the interpreter here), whose actor
+# recompute turns the response rows of sparse heads dense inside the one prefill pass (dense_from).
+MODES = {"streaming": None, "xattention": XATTENTION, "triton": {"elastic_backend": "triton"}}
+
+
+@pytest.mark.parametrize("decode,mode", [("dense", "streaming"), ("sparse_kv", "streaming"), ("dense", "xattention"),
+                                         ("dense", "triton")])
+def test_actor_log_probs_equal_rollout_log_probs(tiny_model_dir, tmp_path, decode, mode):
+    if mode == "triton":  # the kernels take head_dim 32, 64 or 128
+        from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
+
+        tiny_model_dir = build_tiny_model(tmp_path / "model", TinyModelSpec(hidden=128, heads=4, kv_heads=2))
+    model = _elastic_model(tiny_model_dir, decode, MODES[mode])
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = ["Compute 12 - 7, then add 100 to the result please, and then subtract 3.", "Compute 3 + 4."]
     prompts = [tok(tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,

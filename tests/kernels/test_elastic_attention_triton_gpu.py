@@ -41,6 +41,25 @@ def _rand(gen, *shape, dtype=torch.float32):
     return torch.randn(*shape, generator=gen, device="cuda").to(dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_prefill_dense_from(dtype, gen):
+    """Streaming heads dense from each sequence's dense_from on (the actor's dense-decode recompute), with the
+    autotuned GPU tiles: the boundary falls inside a query tile of one sequence and on a tile edge of the other."""
+    hq, hk, d = 8, 2, 128
+    cu = torch.tensor([0, 1031, 1031 + 700])
+    n = int(cu[-1])
+    q, k, v = _rand(gen, n, hq, d, dtype=dtype), _rand(gen, n, hk, d, dtype=dtype), _rand(gen, n, hk, d, dtype=dtype)
+    table = torch.randint(0, 3, (2, hq), device="cuda", generator=gen)  # FULL / STREAMING / STREAMING_BLOCKS
+    dense_from = torch.tensor([900, 512])
+    out, lse = elastic_prefill(q, k, v, table, cu_seqlens=cu, sink=64, window=256, round_block=128,
+                               dense_from=dense_from, return_lse=True)
+    starts, lens = sequences(q, cu)
+    ref, ref_lse = prefill_reference(q.float(), k.float(), v.float(), table.cpu(), starts, lens, 64, 256, 128,
+                                     dense_from=dense_from)
+    torch.testing.assert_close(out.float(), ref, rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(lse, ref_lse, rtol=TOL[dtype], atol=TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype,d,groups", [(torch.bfloat16, 128, 4), (torch.float16, 64, 8), (torch.float32, 128, 1)])
 def test_prefill_varlen(dtype, d, groups, gen):
     hk = 2

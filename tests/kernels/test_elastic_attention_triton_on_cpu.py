@@ -97,6 +97,44 @@ def test_prefill_padded_batches_dtypes_and_head_dims(dtype, d, left, gen):
     assert bool((pad == 0).all())  # padding rows come back as zeros, not NaN
 
 
+@pytest.mark.parametrize("layout", ["varlen", "left_padded"])
+def test_prefill_dense_from_matches_reference(layout, gen):
+    """Streaming heads attend densely from each sequence's dense_from on (the response after its prompt), in one
+    pass: Triton, the CPU back end and the slow reference agree; rows before it are the plain streaming ones."""
+    hq, hk, d = 4, 2, 32
+    modes = torch.tensor([[M.FULL, M.STREAMING, M.STREAMING_BLOCKS, M.STREAMING],
+                          [M.STREAMING, M.STREAMING_BLOCKS, M.FULL, M.STREAMING]])
+    if layout == "varlen":
+        cu = torch.tensor([0, 77, 77 + 130])
+        q, k, v = _rand(gen, 207, hq, d), _rand(gen, 207, hk, d), _rand(gen, 207, hk, d)
+        layout_args = {"cu_seqlens": cu}
+    else:
+        lengths = torch.tensor([77, 130])
+        q, k, v = _rand(gen, 2, 130, hq, d), _rand(gen, 2, 130, hk, d), _rand(gen, 2, 130, hk, d)
+        layout_args = {"lengths": lengths, "left_padded": True}
+    dense_from = torch.tensor([int(torch.randint(1, 77, (1,), generator=gen)), 45])  # one inside a 32-row tile
+    starts, lens = sequences(q, layout_args.get("cu_seqlens"), layout_args.get("lengths"), layout == "left_padded")
+    common = dict(sink=5, window=24, round_block=16, **layout_args)
+    out, lse = elastic_prefill(q, k, v, modes, dense_from=dense_from, return_lse=True, **common)
+    qp, kp, vp = (x.double().reshape(-1, x.shape[-2], x.shape[-1]) for x in (q, k, v))
+    ref, ref_lse = prefill_reference(qp, kp, vp, modes, starts, lens, 5, 24, 16, dense_from=dense_from)
+    torch.testing.assert_close(out.double().reshape(ref.shape), ref, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(lse.double(), ref_lse.double(), rtol=2e-5, atol=2e-5)
+    cpu = elastic_prefill(q, k, v, modes, dense_from=dense_from, backend="reference", **common)
+    torch.testing.assert_close(cpu.double().reshape(ref.shape), ref, rtol=2e-5, atol=2e-5)
+    plain = elastic_prefill(q, k, v, modes, **common).reshape(ref.shape)
+    dense = elastic_prefill(q, k, v, torch.full_like(modes, M.FULL), **common).reshape(ref.shape)
+    for s, (a, p) in enumerate(zip(starts.tolist(), dense_from.tolist())):
+        n = int(lens[s])
+        torch.testing.assert_close(out.reshape(ref.shape)[a:a + p], plain[a:a + p])  # before: streaming as usual
+        torch.testing.assert_close(out.reshape(ref.shape)[a + p:a + n], dense[a + p:a + n], rtol=2e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="dense_from applies to streaming heads"):
+        elastic_prefill(q, k, v, torch.full_like(modes, M.BLOCK_SPARSE), dense_from=dense_from, mask_block=32,
+                        block_mask=_block_mask(2, hq, 130, 32, gen), **common)
+    with pytest.raises(ValueError, match="dense_from must be \\(sequences,\\)"):
+        elastic_prefill(q, k, v, modes, dense_from=torch.tensor([3]), **common)
+
+
 def test_prefill_block_rounded_streaming_differs_from_token_exact(gen):
     """The two streaming variants must not silently coincide on a case where they differ."""
     q, k, v = _rand(gen, 1, 90, 2, 32), _rand(gen, 1, 90, 2, 32), _rand(gen, 1, 90, 2, 32)

@@ -3,8 +3,11 @@
 
 Each sequence is routed on its own prompt (boundary pooling over its first and last ``pool_budget`` prompt tokens;
 the prompt lengths come from ``set_prompt_lengths``, or the whole sequence when unset) and attends causally inside
-itself, every head in its mode, through the mode-table ops with ``cu_seqlens``. The router training forward mixes
-the FA and SA branches per (sequence, head) with the straight-through decision, as for padded batches.
+itself, every head in its mode, through the mode-table ops with ``cu_seqlens``. With the paper's dense decode and
+known prompt lengths (the actor recomputing rollout log-probs), the response rows of streaming heads attend densely
+within the same kernel pass (``dense_from``); block-sparse heads take a second, dense pass for those rows. The
+router training forward mixes the FA and SA branches per (sequence, head) with the straight-through decision, as
+for padded batches.
 """
 
 from __future__ import annotations
@@ -124,28 +127,28 @@ def packed_forward(module, query, key, value, cu: torch.Tensor, scaling, backend
     else:
         sparse_code = modes.STREAMING if config.block_size is None else modes.STREAMING_BLOCKS
     table = torch.where(full, modes.FULL, sparse_code)
-    out = elastic_prefill(q, k, v, table, cu_seqlens=cu_dev, sink=config.sink, window=config.window,
-                          round_block=config.block_size or 128, block_mask=block_mask,
-                          mask_block=config.xattn_block if block_mask is not None else None, scale=scaling,
-                          backend=backend)
-    dense_rows = _dense_decode_rows(module, cu, full)
-    if dense_rows is not None:
-        # The paper decodes densely: past each prompt, sparse heads attend to everything, as at generation time.
+    # The paper decodes densely: past each prompt, sparse heads attend to everything, as at generation time.
+    dense_from = _dense_decode_from(module, cu)
+    kwargs = dict(cu_seqlens=cu_dev, sink=config.sink, window=config.window, round_block=config.block_size or 128,
+                  block_mask=block_mask, mask_block=config.xattn_block if block_mask is not None else None,
+                  scale=scaling, backend=backend)
+    if block_mask is None:  # streaming heads: the response rows go dense within the same pass
+        return elastic_prefill(q, k, v, table, dense_from=dense_from, **kwargs)[None]
+    out = elastic_prefill(q, k, v, table, **kwargs)
+    if dense_from is not None:  # block-sparse heads: a separate dense pass for the response rows
         dense = elastic_prefill(q, k, v, torch.full_like(table, modes.FULL), cu_seqlens=cu_dev, scale=scaling,
                                 backend=backend)
-        out = torch.where(dense_rows[:, :, None].to(out.device), dense, out)
+        owner = torch.repeat_interleave(torch.arange(len(cu) - 1), cu[1:] - cu[:-1])
+        rows = (torch.arange(int(cu[-1])) - cu[:-1][owner] >= dense_from[owner])[:, None] & ~full.cpu()[owner]
+        out = torch.where(rows[:, :, None].to(out.device), dense, out)
     return out[None]
 
 
-def _dense_decode_rows(module, cu: torch.Tensor, full: torch.Tensor) -> Optional[torch.Tensor]:
-    """(T, Hq) bool: response rows of sparse heads, which decode densely (``decode="dense"``) when the prompt
-    lengths are known; None when there are none."""
+def _dense_decode_from(module, cu: torch.Tensor) -> Optional[torch.Tensor]:
+    """(S,) the prompt length of each sequence, from which sparse heads decode densely (``decode="dense"``) when
+    the prompt lengths are known; None otherwise (or when no sequence has a response)."""
     given = getattr(module, "elastic_prompt_lengths", None)
     if module.elastic_config.decode != "dense" or given is None:
         return None
     prompt = _prompt_lengths(module, cu)
-    owner = torch.repeat_interleave(torch.arange(len(prompt)), cu[1:] - cu[:-1])
-    position = torch.arange(int(cu[-1])) - cu[:-1][owner]
-    response = position >= prompt[owner]
-    rows = response[:, None] & ~full.cpu()[owner]
-    return rows if bool(rows.any()) else None
+    return prompt if bool((prompt < cu[1:] - cu[:-1]).any()) else None
