@@ -93,3 +93,38 @@ def test_grpo_elastic_vllm_config_follows_the_actor(tmp_path):
     run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic_vllm.sh"), str(tmp_path), "r", "t", "v", "x"],
                          capture_output=True, text=True, env={**os.environ, "PATH": path})
     assert run.returncode != 0 and "this checkpoint is 'MistralForCausalLM'" in run.stderr
+
+
+def test_vllm_rollout_settings_must_be_the_actors():
+    """The elastic trainer modes refuse a vLLM rollout routed differently from the actor (or not at all)."""
+    import pytest
+
+    from verl_ext.elastic_attention.trainer import ElasticRolloutMetrics
+    from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
+
+    def compose_vllm(*extra):
+        with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+            return compose(config_name="grpo_elastic_vllm", overrides=[
+                "actor_rollout_ref.model.path=/models/x",
+                "actor_rollout_ref.model.override_config.elastic_adapter=/runs/r.safetensors", *extra])
+
+    check_rollout_matches_actor(compose_vllm())  # the recipe's interpolations keep them equal
+    with pytest.raises(ValueError, match="elastic_window actor=1024 rollout=2048"):
+        check_rollout_matches_actor(compose_vllm("+actor_rollout_ref.model.override_config.elastic_window=1024"))
+    with pytest.raises(ValueError, match="on for the actor but off for the vLLM rollout"):
+        check_rollout_matches_actor(compose_vllm(
+            "actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides.elastic_attention=false"))
+    with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+        hf = compose(config_name="grpo_elastic", overrides=["+actor_rollout_ref.model.override_config.elastic_window=9"])
+    check_rollout_matches_actor(hf)  # the hf rollout reads the actor's own keys
+
+    class Base:
+        def __init__(self, config):
+            self.config = config
+
+    class Trainer(ElasticRolloutMetrics, Base):
+        pass
+
+    with pytest.raises(ValueError, match="elastic_window"):
+        Trainer(compose_vllm("+actor_rollout_ref.model.override_config.elastic_window=1024"))
+    assert Trainer(compose_vllm()).config is not None

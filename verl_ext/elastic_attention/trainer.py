@@ -31,7 +31,14 @@ def rollout_msr_metrics(extra_fields: list) -> dict:
 
 
 class ElasticRolloutMetrics:
-    """Mixin over a v1 trainer: step metrics gain the rollout's routing."""
+    """Mixin over a v1 trainer: step metrics gain the rollout's routing; a vLLM rollout whose elastic settings are
+    not the actor's is refused before anything starts."""
+
+    def __init__(self, config, *args, **kwargs):
+        from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
+
+        check_rollout_matches_actor(config)
+        super().__init__(config, *args, **kwargs)
 
     def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
         import transfer_queue as tq

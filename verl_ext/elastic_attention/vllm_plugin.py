@@ -19,6 +19,7 @@ the class); without it, it does nothing. The model classes use what is here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Optional, Sequence
@@ -177,6 +178,43 @@ def hf_overrides(hf_config, adapter: Optional[str] = None, chunked_prefill: str 
     if adapter:
         overrides["elastic_adapter"] = str(adapter)
     return overrides
+
+
+def check_rollout_matches_actor(config) -> None:
+    """With ``rollout.name=vllm``, the elastic settings vLLM receives (``rollout.engine_kwargs.vllm.hf_overrides``)
+    must be the actor's (``model.override_config``): the actor recomputes the rollout's log-probs, and a rollout
+    routed differently (or not at all) would make every update off-policy without a sign. ``config`` is the
+    trainer's ``actor_rollout_ref``-holding config (OmegaConf or dicts)."""
+    from types import SimpleNamespace
+
+    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+
+    arr = config["actor_rollout_ref"]
+    if arr["rollout"]["name"] != "vllm":
+        return
+    actor = settings_from_hf_config(SimpleNamespace(**dict(arr["model"].get("override_config") or {})))
+    vllm_kwargs = (arr["rollout"].get("engine_kwargs") or {}).get("vllm") or {}
+    overrides = dict(vllm_kwargs.get("hf_overrides") or {})
+    where = "actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides"
+    rollout = settings_from_hf_config(SimpleNamespace(**overrides), source=where)
+    if actor is None and rollout is None:
+        return
+    if actor is None or rollout is None:
+        on, off = ("the actor", "the vLLM rollout") if rollout is None else ("the vLLM rollout", "the actor")
+        raise ValueError(f"elastic attention is on for {on} but off for {off}; set elastic_attention (and the "
+                         f"architecture) in {where} as recipes/elastic_attention/config/grpo_elastic_vllm.yaml does, "
+                         "or turn it off in actor_rollout_ref.model.override_config.")
+    differ = {f"elastic_{f.name}": (getattr(actor.attention, f.name), getattr(rollout.attention, f.name))
+              for f in dataclasses.fields(actor.attention)
+              # the backend only picks which implementation computes the same attention
+              if getattr(actor.attention, f.name) != getattr(rollout.attention, f.name) and f.name != "backend"}
+    if actor.adapter != rollout.adapter:
+        differ["elastic_adapter"] = (actor.adapter, rollout.adapter)
+    if differ:
+        raise ValueError("the vLLM rollout's elastic settings differ from the actor's, so the actor would not "
+                         "recompute the rollout's log-probs: " + ", ".join(
+                             f"{k} actor={a!r} rollout={r!r}" for k, (a, r) in differ.items()) +
+                         f". Set the same values in {where} (or interpolate them from override_config).")
 
 
 def register() -> None:
