@@ -115,7 +115,8 @@ def test_vllm_rollout_settings_must_be_the_actors():
         check_rollout_matches_actor(compose_vllm(
             "actor_rollout_ref.rollout.engine_kwargs.vllm.hf_overrides.elastic_attention=false"))
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
-        hf = compose(config_name="grpo_elastic", overrides=["+actor_rollout_ref.model.override_config.elastic_window=9"])
+        hf = compose(config_name="grpo_elastic",
+                     overrides=["+actor_rollout_ref.model.override_config.elastic_window=9"])
     check_rollout_matches_actor(hf)  # the hf rollout reads the actor's own keys
 
     class Base:
