@@ -88,7 +88,7 @@ def enable_elastic_attention(model, config: ElasticAttentionConfig = ElasticAtte
             param = next(attn.parameters())
             attn.elastic_router = ElasticRouter(attn.head_dim, config.hidden_mult).to(param.device)
             source = getattr(attn, "k_norm", None) or attn.k_proj
-            source.register_forward_hook(_capture_keys(attn))
+            source.register_forward_hook(_KeyCapture(attn))
         attn.elastic_config = config
         attn.elastic_decisions = None
     model.config._attn_implementation = ATTN_NAME
@@ -96,7 +96,7 @@ def enable_elastic_attention(model, config: ElasticAttentionConfig = ElasticAtte
     return model
 
 
-class _capture_keys:
+class _KeyCapture:
     """Forward hook keeping the keys before RoPE on the attention layer: (B, T, H_kv * D) from k_proj or
     (B, T, H_kv, D) from k_norm. An object rather than a closure, so ``copy.deepcopy`` of the model gives the copy
     a hook that writes to the copied layer, not to the original."""

@@ -87,17 +87,17 @@ class ElasticVllmMixin:
         """Backbone weights go to vLLM's loader; router tensors (adapter, official-checkpoint or verl weight-sync
         names) load here. The adapter file named by ``elastic_adapter`` is read once, on the first call (verl's
         weight sync may call this many times, with the routers in any bucket)."""
-        routers = dict(self.named_parameters())
+        params = dict(self.named_parameters())
         loaded: set[str] = set()
 
         def backbone():
             for name, tensor in weights:
                 target = vllm_weight_name(name)
                 if ".elastic_router." in target:
-                    if target not in routers:
+                    if target not in params:
                         raise ValueError(f"router weight {name!r} maps to {target!r}, which this model does not "
                                          "have (adapter made for a model with more layers?).")
-                    param = routers[target]
+                    param = params[target]
                     if tuple(param.shape) != tuple(tensor.shape):
                         raise ValueError(f"router weight {name!r} has shape {tuple(tensor.shape)}, the model's "
                                          f"router expects {tuple(param.shape)} (different head_dim?).")
@@ -115,7 +115,7 @@ class ElasticVllmMixin:
             self.elastic_router_source = "adapter"
         # Every router parameter counts as initialised for vLLM's loader check: a model whose routers never
         # received weights refuses to route (``_routed_prefill``) with a message saying how to give them.
-        return loaded | {name for name in routers if ".elastic_router." in name}
+        return loaded | {name for name in params if ".elastic_router." in name}
 
 
 def _install(model: ElasticVllmMixin, attn, index: int) -> None:
@@ -128,13 +128,15 @@ def _install(model: ElasticVllmMixin, attn, index: int) -> None:
     attn.elastic_decisions = None
     # The keys before RoPE, (T, H_kv, D): after k_norm on Qwen3, the key block of the fused projection otherwise.
     # Copied, because vLLM's rotary embedding then rotates that same storage in place.
+    from_norm = hasattr(attn, "k_norm")
+
     def capture(module, inputs, output):
         keys = output[0] if isinstance(output, tuple) else output
-        if not hasattr(attn, "k_norm"):
+        if not from_norm:
             keys = keys[..., attn.q_size:attn.q_size + attn.kv_size]
         attn._elastic_step_keys = keys.reshape(-1, attn.num_kv_heads, attn.head_dim).clone()
 
-    (attn.k_norm if hasattr(attn, "k_norm") else attn.qkv_proj).register_forward_hook(capture)
+    (attn.k_norm if from_norm else attn.qkv_proj).register_forward_hook(capture)
     paged = attn.attn
     dense_forward = paged.forward
     write_cache = _cache_writer(paged)

@@ -15,6 +15,7 @@ the class); without it, it does nothing. The model classes use what is here:
   of an elastic vLLM model; backbone names pass through.
 - ``elastic_architecture`` / ``hf_overrides``: the architecture name an elastic variant registers under, and the
   ``hf_overrides`` that select it, for ``actor_rollout_ref.rollout.engine_kwargs.vllm``.
+- ``check_rollout_matches_actor``: the elastic trainer modes' refusal of a vLLM rollout routed unlike the actor.
 """
 
 from __future__ import annotations
