@@ -9,7 +9,7 @@ import torch
 
 import triton
 
-from .ops import DTYPES, _alloc, _check_triton_head_dim, dot_flags, resolve_backend
+from .ops import DTYPES, _alloc, _check_triton, _unit_last, dot_flags, resolve_backend
 from .reference import SINK, WINDOW
 
 LOG2E = 1.4426950408889634
@@ -34,8 +34,9 @@ def _check(q, k_cache, v_cache, cache_lens, sparse_heads):
     if cache_lens.shape != (b,) or bad_values:
         raise ValueError(f"cache_lens must be (B,) = ({b},) with values in [1, {k_cache.shape[1]}] (the new token's "
                          f"key is already in the cache); got {cache_lens.tolist()[:8]}.")
-    if sparse_heads.shape != (b, hq):
-        raise ValueError(f"sparse_heads must be (B, Hq) = ({b}, {hq}); got {tuple(sparse_heads.shape)}.")
+    if sparse_heads.shape != (b, hq) or sparse_heads.is_floating_point() or sparse_heads.is_complex():
+        raise ValueError(f"sparse_heads must be a bool (or 0/1 integer) tensor (B, Hq) = ({b}, {hq}); got "
+                         f"{sparse_heads.dtype} {tuple(sparse_heads.shape)}.")
 
 
 def _n_splits(max_len: int, programs: int, device) -> int:
@@ -59,8 +60,13 @@ def elastic_decode(q, k_cache, v_cache, cache_lens, sparse_heads, *, sink: int =
         from .mode_table_reference import decode_reference
 
         return decode_reference(q, k_cache, v_cache, cache_lens, sparse_heads, sink, window, scale)
-    _check_triton_head_dim(d)
+    _check_triton(q)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k_cache, v_cache)):
+        raise ValueError("elastic_decode's Triton kernel has no backward: run decoding under torch.no_grad() (as "
+                         "generation does), or pass backend='reference' to differentiate through one decode step.")
     from .triton_decode import _decode_split
+
+    q, k_cache, v_cache = (_unit_last(x) for x in (q, k_cache, v_cache))
 
     lens = cache_lens.to(device=q.device, dtype=torch.int32)
     sparse = sparse_heads.to(device=q.device, dtype=torch.int32).contiguous()

@@ -23,7 +23,8 @@ from .reference import SINK, WINDOW, full_attention, streaming_attention
 from .xattention import block_sparse_attention
 
 TRITON_HEAD_DIMS = (32, 64, 128)
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+DTYPES = TRITON_DTYPES + (torch.float64,)  # float64: the reference back end only (oracles, gradient checks)
 
 
 def _alloc(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
@@ -51,7 +52,8 @@ def _check_tensors(q, k, v, packed: bool):
         if x.dim() != dims:
             raise ValueError(f"{name} must be {layout}; got shape {tuple(x.shape)}.")
         if x.dtype not in DTYPES:
-            raise ValueError(f"{name} has dtype {x.dtype}; supported: float16, bfloat16, float32.")
+            raise ValueError(f"{name} has dtype {x.dtype}; supported: float16, bfloat16, float32 (and float64 with "
+                             "backend='reference').")
         if x.dtype != q.dtype or x.device != q.device:
             raise ValueError(f"{name} is {x.dtype} on {x.device} but q is {q.dtype} on {q.device}; use one of each.")
     if k.shape != v.shape:
@@ -62,7 +64,12 @@ def _check_tensors(q, k, v, packed: bool):
         raise ValueError(f"q's heads ({q.shape[-2]}) must be a multiple of k's heads ({k.shape[-2]}) (GQA).")
 
 
-def _check_triton_head_dim(d: int):
+def _check_triton(q: torch.Tensor):
+    """What the Triton kernels take beyond the public checks: head_dim 32/64/128 and no float64."""
+    if q.dtype not in TRITON_DTYPES:
+        raise ValueError(f"the Triton kernels take float16, bfloat16 or float32; got {q.dtype}. Use "
+                         "backend='reference' for float64.")
+    d = q.shape[-1]
     if d not in TRITON_HEAD_DIMS:
         raise ValueError(f"head_dim={d} is not supported by the Triton kernels ({TRITON_HEAD_DIMS}); "
                          "use backend='reference'.")
@@ -140,6 +147,11 @@ def block_mask_tiles(block_mask, mask_block: int, n_m_tiles: int, n_n_tiles: int
 
 
 def _check_modes(modes, n_seqs: int, hq: int, block_mask, mask_block, max_len: int):
+    if not isinstance(modes, torch.Tensor) or modes.dtype == torch.bool or modes.is_floating_point() \
+            or modes.is_complex():
+        got = modes.dtype if isinstance(modes, torch.Tensor) else type(modes).__name__
+        raise ValueError(f"modes must be an integer tensor of mode codes {M.NAMES}; got {got}. From a boolean "
+                         "full-head mask use torch.where(full, modes.FULL, modes.STREAMING).")
     if modes.shape != (n_seqs, hq):
         raise ValueError(f"modes must be (sequences, query heads) = ({n_seqs}, {hq}); got {tuple(modes.shape)}.")
     known = torch.tensor(sorted(M.NAMES), device=modes.device)
@@ -199,13 +211,33 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
             return out.reshape(q.shape), lse
         return _reference_prefill(qp, kp, vp, modes.cpu(), starts, lens, sink, window, round_block, block_mask,
                                   mask_block, scale, dense_from).reshape(q.shape)
-    _check_triton_head_dim(d)
-    has_list = bool((modes == M.BLOCK_SPARSE).any())
+    _check_triton(q)
+    qp, kp, vp = (_unit_last(x) for x in (qp, kp, vp))
+    args = (modes, starts, lens, dense_from, block_mask, mask_block, sink, window, round_block, scale)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        from .prefill_grad import TritonPrefill
+
+        out, lse = TritonPrefill.apply(qp, kp, vp, *args)
+    else:
+        out, lse = _triton_prefill(qp, kp, vp, *args)
+    return (out.reshape(q.shape), lse) if return_lse else out.reshape(q.shape)
+
+
+def _unit_last(x: torch.Tensor) -> torch.Tensor:
+    """The kernels read each (token, head) row of D elements contiguously; any other last-dimension stride
+    (a transposed or sliced view) is copied once here rather than read wrong."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _triton_prefill(qp, kp, vp, modes, starts, lens, dense_from, block_mask, mask_block, sink, window, round_block,
+                    scale):
+    """The kernel launch of ``elastic_prefill`` on packed (N, H, D) views: (out (N, Hq, D), lse (Hq, N))."""
+    hq, d = qp.shape[1], qp.shape[2]
+    dev = qp.device
     max_len = int(lens.max()) if len(lens) else 0
     if max_len == 0:
-        empty = torch.zeros_like(q)
-        return (empty, torch.full((hq, qp.shape[0]), float("-inf"), device=q.device)) if return_lse else empty
-    dev = q.device
+        return torch.zeros_like(qp), torch.full((hq, qp.shape[0]), float("-inf"), device=dev)
+    has_list = bool((modes == M.BLOCK_SPARSE).any())
     out = _alloc(qp.shape, qp)
     lse = _alloc((hq, qp.shape[0]), qp, torch.float32)
     args = [qp, kp, vp, out, lse, starts.to(dev), lens.to(dev), modes.to(device=dev, dtype=torch.int32).contiguous(),
@@ -224,19 +256,18 @@ def elastic_prefill(q, k, v, modes, *, cu_seqlens=None, lengths=None, left_padde
         _prefill_kernel("fixed")[(n_m_tiles, len(starts) * hq)](
             *args, tile_idx, tile_cnt, *strides, hq, hq // kp.shape[1], max_len, tile_idx.shape[-1],
             triton.next_power_of_2(max_len), *scalars,
-            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(q), **({"num_warps": 8, "num_stages": 3} if dev.type == "cuda" else {}),
+            HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(qp),
+            **({"num_warps": 8, "num_stages": 3} if dev.type == "cuda" else {}),
         )
     else:
         dummy = torch.zeros(1, dtype=torch.int32, device=dev)
         grid = lambda meta: (triton.cdiv(max_len, meta["BLOCK_M"]), len(starts) * hq)  # noqa: E731
         _prefill_kernel("tuned")[grid](*args, dummy, dummy, *strides, hq, hq // kp.shape[1], max_len, 1,
-                                       triton.next_power_of_2(max_len), *scalars, HEAD_DIM=d, **dot_flags(q))
+                                       triton.next_power_of_2(max_len), *scalars, HEAD_DIM=d, **dot_flags(qp))
     owner = token_owner(starts, lens, qp.shape[0], dev)
     fill_outside(out, owner)
-    if return_lse:
-        fill_outside(lse, owner, float("-inf"), dim=1)
-        return out.reshape(q.shape), lse
-    return out.reshape(q.shape)
+    fill_outside(lse, owner, float("-inf"), dim=1)
+    return out, lse
 
 
 def dot_flags(q: torch.Tensor) -> dict:
@@ -293,7 +324,7 @@ def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, 
                 o = block_sparse_attention(*args, block_mask[s:s + 1, heads.to(block_mask.device)].cpu(), mask_block,
                                            scale=scale)
             if mode != M.FULL and int(dense_from[s]) < t:
-                p = int(dense_from[s])
-                o[:, p:] = full_attention(*args, scale=scale)[:, p:]
+                p = int(dense_from[s])  # out of place: o may be an autograd Function's saved output
+                o = torch.cat([o[:, :p], full_attention(*args, scale=scale)[:, p:]], dim=1)
             out[a:a + t, heads.to(q.device)] = o[0]
     return out

@@ -15,7 +15,7 @@ import torch
 import triton
 
 from .modes import STREAMING, STREAMING_BLOCKS
-from .ops import (_alloc, _check_tensors, _check_triton_head_dim, _packed, dot_flags, fill_outside, token_owner,
+from .ops import (_alloc, _check_tensors, _check_triton, _packed, dot_flags, fill_outside, token_owner,
                   resolve_backend, sequences, tuned)
 from .reference import SINK, WINDOW, full_attention, streaming_attention
 
@@ -139,7 +139,7 @@ def elastic_attention_pair(q, k, v, z, *, cu_seqlens=None, lengths=None, left_pa
     qp, kp, vp = _packed(q), _packed(k), _packed(v)
     if resolve_backend(backend, q.device) == "reference":
         return _reference_pair(qp, kp, vp, z, starts, lens, sink, window, round_block, scale).reshape(q.shape)
-    _check_triton_head_dim(d)
+    _check_triton(q)
     if int(lens.max()) == 0:
         return torch.zeros_like(q) + 0 * z.sum()
     return _TritonPair.apply(qp.contiguous(), kp.contiguous(), vp.contiguous(), z, starts, lens, sink, window,

@@ -14,11 +14,14 @@ Layout: q (B, T, Hq, D), k and v (B, T, Hkv, D) with Hq a multiple of Hkv (GQA),
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from .backward import attention_backward, reduce_groups
 
 SINK, WINDOW = 128, 2048
 
@@ -48,17 +51,35 @@ def full_attention(q, k, v, scale: Optional[float] = None) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
-def streaming_visible(t: int, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
-                      device=None) -> torch.Tensor:
-    """(T, T) bool: which keys each query sees under the streaming pattern (token-exact or block-rounded)."""
-    i = torch.arange(t, device=device)[:, None]
-    j = torch.arange(t, device=device)[None, :]
+def streaming_pairs(i: torch.Tensor, j: torch.Tensor, sink: int = SINK, window: int = WINDOW,
+                    block_size: Optional[int] = None) -> torch.Tensor:
+    """Bool, broadcast of query positions ``i`` against key positions ``j``: does query i see key j under the
+    streaming pattern (token-exact, or block-rounded with ``block_size``), causal included."""
     causal = j <= i
     if block_size is None:
         return causal & ((j < sink) | (i - j < window))
     qb, kb = i // block_size, j // block_size
     sink_blocks, window_blocks = math.ceil(sink / block_size), math.ceil(window / block_size)
     return causal & ((kb < sink_blocks) | (qb - kb < window_blocks))
+
+
+def streaming_visible(t: int, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
+                      device=None) -> torch.Tensor:
+    """(T, T) bool: which keys each query sees under the streaming pattern (token-exact or block-rounded)."""
+    pos = torch.arange(t, device=device)
+    return streaming_pairs(pos[:, None], pos[None, :], sink, window, block_size)
+
+
+def streaming_keys(i0: int, i1: int, sink: int, window: int, block_size: Optional[int] = None):
+    """(keys (nk,) int64, visible (i1 - i0, nk) bool): the keys queries i0..i1-1 can see under the streaming
+    pattern (the sink, then the window of the chunk's first query up to its last), with the exact visibility."""
+    if block_size is None:
+        sink_end, lo = sink, max(0, i0 - window + 1)
+    else:
+        sink_end = math.ceil(sink / block_size) * block_size
+        lo = max(0, (i0 // block_size - math.ceil(window / block_size) + 1) * block_size)
+    keys = torch.cat([torch.arange(0, min(sink_end, lo, i1)), torch.arange(min(lo, i1), i1)])
+    return keys, streaming_pairs(torch.arange(i0, i1)[:, None], keys[None, :], sink, window, block_size)
 
 
 def dense_masked_streaming(q, k, v, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
@@ -99,29 +120,40 @@ def _masked_with_lse(q, k, v, visible, scale: float):
 
 
 def _merge(parts):
-    """Combine partial attentions over disjoint key sets from their (out, lse)."""
+    """Combine partial attentions over disjoint key sets from their (out, lse): (out, lse) of the union."""
     lse_all = torch.logsumexp(torch.stack([lse for _, lse in parts]), dim=0)
     out = sum(o.to(lse_all.dtype) * torch.exp(lse - lse_all)[..., None] for o, lse in parts)
-    return out
+    return out, lse_all
 
 
 def streaming_attention(q, k, v, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
                         chunk: int = 256, scale: Optional[float] = None) -> torch.Tensor:
-    """Sink + local-window causal attention in O(T * (sink + window + chunk)) time and memory.
+    """Sink + local-window causal attention in O(T * (sink + window + chunk)) time and memory (on the CPU; other
+    devices take the masked O(T^2) version). Differentiable in q, k and v: the backward recomputes each query
+    chunk's probabilities from the forward's log-sum-exp (``backward.py``), since the flash kernel's lse that the
+    forward merges by carries no gradient."""
+    _check(q, k, v)
+    if sink < 0 or window < 1:
+        raise ValueError(f"sink={sink} must be >= 0 and window={window} >= 1.")
+    if q.device.type != "cpu":
+        return dense_masked_streaming(q, k, v, sink, window, block_size, scale)
+    scale = q.shape[-1]**-0.5 if scale is None else scale
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return _StreamingCPU.apply(q, k, v, sink, window, block_size, chunk, scale)
+    return _streaming_cpu(q, k, v, sink, window, block_size, chunk, scale)[0]
+
+
+def _streaming_cpu(q, k, v, sink: int, window: int, block_size: Optional[int], chunk: int, scale: float):
+    """(out (B, T, Hq, D), lse (B, T, Hq)) of streaming attention on the CPU, no autograd.
 
     Per query chunk [s, e) the visible keys split into three disjoint sets, each attended with the cheapest exact
     method and merged by log-sum-exp: keys every query of the chunk sees (the sink and the shared part of the
     window: mask-free flash attention, KV heads shared by their query heads without copying), the window's lower
     edge (a small masked block), and the chunk itself (causal flash attention).
     """
-    groups = _check(q, k, v)
-    if sink < 0 or window < 1:
-        raise ValueError(f"sink={sink} must be >= 0 and window={window} >= 1.")
-    if q.device.type != "cpu":
-        return dense_masked_streaming(q, k, v, sink, window, block_size, scale)
+    groups = q.shape[2] // k.shape[2]
     b, t, hq, d = q.shape
     hk = k.shape[2]
-    scale = d**-0.5 if scale is None else scale
     if block_size is not None:
         # Block granularity: a query block sees whole key blocks, so chunks are single blocks and the sink and the
         # window round up to whole blocks.
@@ -133,6 +165,7 @@ def streaming_attention(q, k, v, sink: int = SINK, window: int = WINDOW, block_s
     # (B, H, T, D), contiguous once, so every key range below is a view and not a gather.
     qh, kh, vh = q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
     out = torch.empty_like(qh)
+    lse_out = torch.empty(b, hq, t, dtype=_acc(q.dtype))
     for s in range(0, t, chunk):
         e = min(t, s + chunk)
         c = e - s
@@ -169,8 +202,37 @@ def streaming_attention(q, k, v, sink: int = SINK, window: int = WINDOW, block_s
         o, lse = _flash_cpu(qh[:, :, s:e], _expand_kv(kh[:, :, s:e].transpose(1, 2), groups).transpose(1, 2),
                             _expand_kv(vh[:, :, s:e].transpose(1, 2), groups).transpose(1, 2), True, scale)
         parts.append((o, lse))
-        out[:, :, s:e] = _merge(parts).to(q.dtype) if len(parts) > 1 else parts[0][0]
-    return out.transpose(1, 2)
+        o, lse = _merge(parts) if len(parts) > 1 else parts[0]
+        out[:, :, s:e] = o.to(q.dtype)
+        lse_out[:, :, s:e] = lse
+    return out.transpose(1, 2), lse_out.transpose(1, 2)
+
+
+class _StreamingCPU(torch.autograd.Function):
+    """The CPU flash path with an exact backward: recomputed chunk by chunk from the merged log-sum-exp."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, sink, window, block_size, chunk, scale):
+        out, lse = _streaming_cpu(q, k, v, sink, window, block_size, chunk, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.meta = (sink, window, block_size, chunk, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, out, lse = ctx.saved_tensors
+        sink, window, block_size, chunk, scale = ctx.meta
+        groups = q.shape[2] // k.shape[2]
+        keys_of = functools.partial(streaming_keys, sink=sink, window=window, block_size=block_size)
+        dq, dk, dv = [], [], []
+        for row in range(q.shape[0]):
+            kx, vx = k[row].repeat_interleave(groups, 1), v[row].repeat_interleave(groups, 1)
+            g = attention_backward(q[row], kx, vx, out[row], lse[row], d_out[row], scale, keys_of, chunk)
+            dq.append(g[0])
+            dk.append(reduce_groups(g[1], groups))
+            dv.append(reduce_groups(g[2], groups))
+        return (torch.stack(dq).to(q.dtype), torch.stack(dk).to(k.dtype), torch.stack(dv).to(v.dtype),
+                None, None, None, None, None)
 
 
 def mixed_attention(q, k, v, full_heads: torch.Tensor, sink: int = SINK, window: int = WINDOW,

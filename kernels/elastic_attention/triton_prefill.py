@@ -53,9 +53,10 @@ def _prefill_fwd(
     start = tl.load(STARTS + seq).to(tl.int64)
     mode = tl.load(MODES + seq * n_q_heads + head)
     dense_from = tl.load(DENSE_FROM + seq)
-    # The key tiles to visit: the head's own, or all of them when the query tile holds dense rows; whole tiles: the
-    # head's mode, or FULL when every row is dense (a tile whole in a sparse mode is whole for dense rows too).
-    range_mode = tl.where(m0 + BLOCK_M - 1 >= dense_from, FULL, mode)
+    # The key tiles to visit: the head's own, or all of them when the query tile holds dense rows (rows of the
+    # sequence: a tile reaching past its end holds no row there); whole tiles: the head's mode, or FULL when every
+    # row is dense (a tile whole in a sparse mode is whole for dense rows too).
+    range_mode = tl.where(tl.minimum(m0 + BLOCK_M, length) - 1 >= dense_from, FULL, mode)
     whole_mode = tl.where(m0 >= dense_from, FULL, mode)
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
