@@ -1,8 +1,6 @@
 """The compiled Triton kernels on a CUDA device against the references (skipped without CUDA): GPU tile sizes,
 bf16 / fp16 / fp32, head_dim 64 and 128, GQA 4 and 8, varlen with odd lengths, poisoned outputs."""
 
-import os
-
 import pytest
 import torch
 
@@ -31,10 +29,8 @@ def poisoned_outputs(monkeypatch):
 
 
 @pytest.fixture
-def gen():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"seed={seed}")
-    return torch.Generator(device="cuda").manual_seed(seed)
+def gen(gen_seed):
+    return torch.Generator(device="cuda").manual_seed(gen_seed)
 
 
 def _rand(gen, *shape, dtype=torch.float32):

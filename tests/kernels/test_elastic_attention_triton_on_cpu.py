@@ -1,9 +1,7 @@
 """Triton kernels (prefill with a mode table, training pair forward and backward, decode) through the interpreter
 (TRITON_INTERPRET=1, set by conftest) against the slow obvious references; odd lengths, GQA 1/4/8, all-dense,
-all-sparse and mixed tables, varlen and padded batches, outputs poisoned with NaN, fresh random inputs each run
-(the seed is in the test id's failure message)."""
-
-import os
+all-sparse and mixed tables, varlen and padded batches, outputs poisoned with NaN, inputs drawn from
+(fixed seeds, ``tests/kernels/conftest.py``)."""
 
 import pytest
 import torch
@@ -34,10 +32,8 @@ def poisoned_outputs(monkeypatch):
 
 
 @pytest.fixture
-def gen():
-    seed = int.from_bytes(os.urandom(4), "little")
-    print(f"seed={seed}")
-    return torch.Generator().manual_seed(seed)
+def gen(gen_seed):
+    return torch.Generator().manual_seed(gen_seed)
 
 
 def _rand(gen, *shape, dtype=torch.float32):
