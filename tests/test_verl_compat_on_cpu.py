@@ -91,14 +91,14 @@ def test_private_verl_methods_the_re2_extensions_override_still_exist():
     assert 'self.trainer_mode == "sync"' in inspect.getsource(PPOTrainer._build_replay_buffer)
 
 
-def test_engine_hooks_for_elastic_attention_are_installed_and_their_targets_exist():
+def test_engine_hooks_are_installed_and_their_targets_exist():
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
     from verl.trainer.sft_trainer import SFTTrainer
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngine, FSDPEngineWithLMHead
 
     assert FSDPEngine._build_module.__verl_ext_patched__
     assert FSDPEngineWithLMHead.forward_step.__verl_ext_patched__
-    _verl_compat.patch_engine_for_elastic_attention()  # idempotent
+    _verl_compat.patch_engine_hooks()  # idempotent
     assert FSDPEngine._build_module.__wrapped__.__name__ == "_build_module"
     # Router training's seams (subclassed, not patched) and the trainer metrics hook of the elastic trainers.
     assert "_build_engine" in SFTTrainer.__dict__ and "_build_optimizer" in FSDPEngine.__dict__

@@ -12,11 +12,13 @@ upgrade fails loudly here instead of misbehaving later), and is listed with its 
 2. ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` maps ``(name, mode)`` to the in-worker rollout adapter and has
    no register function; the ``hf`` adapter is added to the dict.
 3. ``verl.utils.device.auto_set_device`` is the only hook verl's ``main_ppo`` calls with the whole config before
-   ``ray.init``; wrapped to run ``verl_ext.platform.cpu_config.check_trainer_config`` after it.
+   ``ray.init``; wrapped to run the ``driver_config`` callbacks after it (config checks, CPU preparation).
 4. ``FSDPEngine._build_module`` and ``FSDPEngineWithLMHead.forward_step`` (verl's engine-based actor / reference
-   model) have no model-construction or pre-forward hook; wrapped so that a model whose config carries
-   ``elastic_attention: true`` (``actor_rollout_ref.model.override_config``) gets its routers after verl builds it,
-   and its routers see each micro-batch's prompt lengths before the forward. Models without it are untouched.
+   model) have no model-construction or pre-forward hook; wrapped to run the ``module_built(module)`` and
+   ``before_forward(module, micro_batch)`` callbacks (a method adapting the model to its config, e.g. Elastic
+   Attention's routers and prompt lengths). With no callback that acts, models are untouched.
+
+This module knows no method: what runs at each seam is registered with ``add_callback`` (by ``verl_ext.plugin``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ HF_ROLLOUT_NAME = "hf"
 HF_ADAPTER_FQN = "verl_ext.rollout.hf_adapter.HFServerAdapter"
 
 _PATCHED_ATTR = "__verl_ext_patched__"
+
+SEAMS = ("driver_config", "module_built", "before_forward")
+_CALLBACKS: dict[str, list] = {seam: [] for seam in SEAMS}
+
+
+def add_callback(seam: str, fn) -> None:
+    """Run ``fn`` at ``seam`` (one of SEAMS), after those added before it; adding the same function twice is a
+    no-op. driver_config: fn(config) before Ray starts; module_built: fn(module) after verl builds an actor /
+    reference model; before_forward: fn(module, micro_batch) before each engine forward."""
+    if seam not in _CALLBACKS:
+        raise ValueError(f"unknown seam {seam!r}; known: {SEAMS}.")
+    if fn not in _CALLBACKS[seam]:
+        _CALLBACKS[seam].append(fn)
+
+
+def run_callbacks(seam: str, *args) -> None:
+    for fn in list(_CALLBACKS[seam]):
+        fn(*args)
 
 
 class VerlLayoutChanged(RuntimeError):
@@ -84,11 +104,8 @@ def patch_config_check() -> None:
     @functools.wraps(original)
     def auto_set_device(config) -> None:
         original(config)
-        from verl_ext.platform.cpu import cpu_platform_selected
-        from verl_ext.platform.cpu_config import check_trainer_config
-
         if config is not None and "actor_rollout_ref" in config and "trainer" in config:
-            check_trainer_config(config, on_cpu=cpu_platform_selected())
+            run_callbacks("driver_config", config)
 
     setattr(auto_set_device, _PATCHED_ATTR, True)
     device_utils.auto_set_device = auto_set_device
@@ -105,7 +122,7 @@ def register_cpu_training_engines() -> None:
                 EngineRegistry.register(model_type=model_type, backend=backend, device="cpu")(engine_cls)
 
 
-def patch_engine_for_elastic_attention() -> None:
+def patch_engine_hooks() -> None:
     from verl.workers.engine.fsdp import transformer_impl
 
     base, lm = getattr(transformer_impl, "FSDPEngine", None), getattr(transformer_impl, "FSDPEngineWithLMHead", None)
@@ -121,16 +138,12 @@ def patch_engine_for_elastic_attention() -> None:
     @functools.wraps(build)
     def _build_module(self):
         module = build(self)
-        from verl_ext.elastic_attention.verl_actor import prepare_module
-
-        prepare_module(module)
+        run_callbacks("module_built", module)
         return module
 
     @functools.wraps(forward)
     def forward_step(self, micro_batch, loss_function, forward_only):
-        from verl_ext.elastic_attention.verl_actor import before_forward
-
-        before_forward(self.module, micro_batch)
+        run_callbacks("before_forward", self.module, micro_batch)
         return forward(self, micro_batch, loss_function, forward_only)
 
     for fn in (_build_module, forward_step):
@@ -143,4 +156,4 @@ def install() -> None:
     patch_process_group_backend()
     register_rollout_adapter()
     patch_config_check()
-    patch_engine_for_elastic_attention()
+    patch_engine_hooks()

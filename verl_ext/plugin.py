@@ -65,10 +65,59 @@ def register_elastic_attention() -> None:
                 EngineRegistry.register(model_type=ENGINE_MODEL_TYPE, backend=backend, device=device)(lazy)
 
 
+def _elastic_prepare_module(module) -> None:
+    from verl_ext.elastic_attention.verl_actor import prepare_module
+
+    prepare_module(module)
+
+
+def _elastic_before_forward(module, micro_batch) -> None:
+    from verl_ext.elastic_attention.verl_actor import before_forward
+
+    before_forward(module, micro_batch)
+
+
+def _elastic_config_check(config) -> None:
+    from verl_ext.elastic_attention.verl_actor import check_override_config
+
+    check_override_config(config)
+
+
+def _re2_config_check(config) -> None:
+    from verl_ext.re2.config import check_trainer_config
+
+    check_trainer_config(config)
+
+
+def _driver_checks(config) -> None:
+    from verl_ext.config_checks import check_trainer_config
+
+    check_trainer_config(config)
+
+
+def _cpu_preparation(config) -> None:
+    from verl_ext.platform.cpu_config import prepare_for_cpu
+
+    prepare_for_cpu(config)
+
+
+def register_hooks() -> None:
+    """What runs at verl's seams (``_verl_compat``) and in the driver-side checks, method by method."""
+    from verl_ext.config_checks import register_config_check
+
+    register_config_check("re2", _re2_config_check)
+    register_config_check("elastic_attention", _elastic_config_check)
+    _verl_compat.add_callback("driver_config", _driver_checks)
+    _verl_compat.add_callback("driver_config", _cpu_preparation)
+    _verl_compat.add_callback("module_built", _elastic_prepare_module)
+    _verl_compat.add_callback("before_forward", _elastic_before_forward)
+
+
 def register_all() -> None:
     register_cpu_platform()
     # Patches first: they must be in place before anything imports the verl modules that bind patched names.
     _verl_compat.install()
+    register_hooks()
     register_re2()
     register_elastic_attention()
     RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)

@@ -1,10 +1,11 @@
-"""Driver-side checks of a verl trainer config, on verl's real ppo_trainer composed with our CPU delta."""
+"""The CPU preparation of a verl trainer config, on verl's real ppo_trainer composed with our CPU delta."""
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from verl_ext.config import config_dir
-from verl_ext.platform.cpu_config import ConfigError, check_trainer_config, prepare_cpu_config
+from verl_ext.config_checks import ConfigError
+from verl_ext.platform.cpu_config import prepare_cpu_config
 
 
 def _compose(tmp_path, *overrides):
@@ -40,39 +41,3 @@ def test_flash_attention_on_cpu_is_refused(tmp_path):
     cfg = _compose(tmp_path, "+actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2")
     with pytest.raises(ConfigError, match="flash_attention_2.*sdpa"):
         prepare_cpu_config(cfg)
-
-
-def test_unknown_rollout_name_lists_known_ones(tmp_path):
-    cfg = _compose(tmp_path, "actor_rollout_ref.rollout.name=hff")
-    with pytest.raises(ConfigError, match=r"'hff' is not a registered rollout. Known: \[.*'hf'.*\]"):
-        check_trainer_config(cfg, on_cpu=True)
-
-
-def test_missing_model_folder(tmp_path):
-    cfg = _compose(tmp_path, f"actor_rollout_ref.model.path={tmp_path / 'nope'}")
-    with pytest.raises(ConfigError, match=r"model.path=.*nope' is not a folder.*verl_ext.testing.tiny_model"):
-        check_trainer_config(cfg, on_cpu=True)
-
-
-def test_hub_ids_are_left_to_transformers(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    cfg = _compose(tmp_path, "actor_rollout_ref.model.path=Qwen/Qwen2.5-0.5B")
-    check_trainer_config(cfg, on_cpu=False)
-
-
-def test_dataset_row_without_a_prompt(tmp_path):
-    import pandas as pd
-
-    from verl_ext.platform.cpu_config import check_dataset_files
-    from verl_ext.testing import arithmetic
-
-    train, _ = arithmetic.build_rows(4, 0)
-    train[2]["prompt"] = []
-    pd.DataFrame(train).to_parquet(tmp_path / "bad.parquet")
-    cfg = _compose(tmp_path, f"data.train_files={tmp_path / 'bad.parquet'}")
-    with pytest.raises(ConfigError, match=r"row 2 of .*bad.parquet has an empty 'prompt'"):
-        check_dataset_files(cfg)
-    pd.DataFrame(train).drop(columns=["prompt"]).to_parquet(tmp_path / "nocol.parquet")
-    cfg = _compose(tmp_path, f"data.train_files={tmp_path / 'nocol.parquet'}")
-    with pytest.raises(ConfigError, match=r"has no 'prompt' column \(data.prompt_key\)"):
-        check_dataset_files(cfg)

@@ -64,6 +64,29 @@ def settings_from_hf_config(hf_config, source: str = "actor_rollout_ref.model.ov
     return ActorElasticSettings(attention, getattr(hf_config, "elastic_adapter", None), trainable)
 
 
+def known_override_keys() -> list[str]:
+    return sorted({PREFIX + f.name for f in dataclasses.fields(ElasticAttentionConfig)} | RESERVED)
+
+
+def check_override_config(config) -> None:
+    """Driver-side: every ``elastic*`` key of ``actor_rollout_ref.model.override_config`` is a known one (a typo of
+    the switch would otherwise run without Elastic Attention), and with the switch on the settings are valid."""
+    from types import SimpleNamespace
+
+    from verl_ext.config_checks import ConfigError, get, nearest
+
+    source = "actor_rollout_ref.model.override_config"
+    override = get(config, source) or {}
+    known = known_override_keys()
+    for key in override.keys():
+        if str(key).startswith("elastic") and key not in known or (key not in known and nearest(key, [SWITCH])):
+            raise ConfigError(f"{source}.{key}: unknown Elastic Attention key{nearest(key, known)}. Known: {known}.")
+    try:
+        settings_from_hf_config(SimpleNamespace(**{str(k): v for k, v in override.items()}), source)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: {err}") from err
+
+
 def prepare_module(module) -> Optional[ActorElasticSettings]:
     """Add routers to a freshly built verl actor / reference module when its config asks for them."""
     settings = settings_from_hf_config(module.config)

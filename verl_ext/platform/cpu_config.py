@@ -1,100 +1,22 @@
-"""Check a verl trainer config against the machine it will run on, and fill in what CPU runs need.
-
-Runs in the driver before ``ray.init`` (called from verl's ``auto_set_device`` hook, see ``_verl_compat``), so a
-config that cannot work fails in seconds with the field and the fix, instead of hanging on a Ray placement group
-or failing inside a worker minutes later.
+"""Fill in what CPU runs need and refuse what needs an accelerator, in the driver before ``ray.init`` (after the
+generic checks of ``verl_ext.config_checks``), so a config that cannot work on the CPU fails in seconds with the
+field and the fix, instead of hanging on a Ray placement group or failing inside a worker minutes later.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import re
 
 from omegaconf import DictConfig, open_dict
+
+from verl_ext.config_checks import ConfigError
+from verl_ext.config_checks import get as _get
 
 logger = logging.getLogger(__name__)
 
 GPU_ONLY_ROLLOUTS = ("vllm", "sglang", "trtllm")
 GPU_ONLY_STRATEGIES = ("megatron",)
-
-
-class ConfigError(ValueError):
-    """A trainer config that cannot run here; the message names the field and the fix."""
-
-
-def _get(config: DictConfig, dotted: str, default=None):
-    node = config
-    for key in dotted.split("."):
-        if node is None or key not in node:
-            return default
-        node = node[key]
-    return node
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _looks_local(path: str) -> bool:
-    # "org/name" is a hub id that transformers resolves; anything else path-like must exist on this machine.
-    return not _HUB_ID.match(path)
-
-
-def check_model_path(config: DictConfig, field: str = "actor_rollout_ref.model.path") -> None:
-    path = _get(config, field)
-    if path is None:
-        raise ConfigError(f"{field} is not set. Point it at a Hugging Face checkpoint folder.")
-    path = str(path)
-    if (_looks_local(path) or os.environ.get("HF_HUB_OFFLINE") == "1") and not os.path.isdir(os.path.expanduser(path)):
-        raise ConfigError(
-            f"{field}={path!r} is not a folder. Point it at a checkpoint folder (config.json, weights, tokenizer); "
-            "for a tiny local model run: python -m verl_ext.testing.tiny_model OUT_DIR"
-        )
-
-
-def check_rollout_name(config: DictConfig) -> None:
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-    name = _get(config, "actor_rollout_ref.rollout.name")
-    known = sorted(RolloutReplicaRegistry._registry)
-    if name not in known:
-        raise ConfigError(
-            f"actor_rollout_ref.rollout.name={name!r} is not a registered rollout. Known: {known}. "
-            "On a machine without a GPU use actor_rollout_ref.rollout.name=hf."
-        )
-
-
-def _as_list(files) -> list[str]:
-    if files is None:
-        return []
-    if isinstance(files, str):
-        return [files]
-    return [str(f) for f in files]
-
-
-def check_dataset_files(config: DictConfig) -> None:
-    """Every local parquet in data.train_files / data.val_files has a non-empty prompt in every row."""
-    import pyarrow.parquet as pq
-
-    prompt_key = _get(config, "data.prompt_key", "prompt")
-    for field in ("data.train_files", "data.val_files"):
-        for path in _as_list(_get(config, field)):
-            if not path.endswith(".parquet") or not os.path.isfile(path):
-                continue  # remote or non-parquet sources are verl's to read
-            columns = pq.read_schema(path).names
-            if prompt_key not in columns:
-                raise ConfigError(
-                    f"{field}: {path} has no {prompt_key!r} column (data.prompt_key); its columns are {columns}. "
-                    "Each row needs a chat prompt: a list of {'role', 'content'} messages."
-                )
-            prompts = pq.read_table(path, columns=[prompt_key]).column(prompt_key).to_pylist()
-            for index, prompt in enumerate(prompts):
-                if prompt is None or len(prompt) == 0:
-                    raise ConfigError(
-                        f"{field}: row {index} of {path} has an empty {prompt_key!r}. Every row needs a chat prompt "
-                        "(a list of {'role', 'content'} messages); fix or drop the row."
-                    )
 
 
 def _required_rank_slots(config: DictConfig) -> int:
@@ -168,14 +90,13 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
     return changes
 
 
-def check_trainer_config(config: DictConfig, on_cpu: bool) -> list[str]:
-    """All driver-side checks; on the CPU platform also the CPU preparation."""
-    check_rollout_name(config)
-    check_model_path(config)
-    check_dataset_files(config)
-    if on_cpu:
-        changes = prepare_cpu_config(config)
-        if changes:
-            logger.warning("verl_ext: CPU platform, config adjusted: %s", "; ".join(changes))
-        return changes
-    return []
+def prepare_for_cpu(config: DictConfig) -> list[str]:
+    """``prepare_cpu_config`` when this process's verl platform is the CPU one (logged); nothing otherwise."""
+    from verl_ext.platform.cpu import cpu_platform_selected
+
+    if not cpu_platform_selected():
+        return []
+    changes = prepare_cpu_config(config)
+    if changes:
+        logger.warning("verl_ext: CPU platform, config adjusted: %s", "; ".join(changes))
+    return changes

@@ -82,3 +82,23 @@ class Re2Config:
                 raise ValueError(f"re2.overlong has unknown keys {sorted(set(overlong) - known_overlong)}.")
             values["overlong"] = OverlongConfig(**overlong)
         return cls(**values)
+
+
+def check_trainer_config(config) -> None:
+    """Driver-side: the ``re2:`` block of a trainer config builds a valid Re2Config (before Ray starts)."""
+    from omegaconf import OmegaConf
+
+    from verl_ext.config_checks import ConfigError, get, nearest
+
+    block = get(config, "re2")
+    if block is None:
+        return
+    values = OmegaConf.to_container(block, resolve=True) if OmegaConf.is_config(block) else dict(block)
+    known = [f.name for f in dataclasses.fields(Re2Config)]
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"re2.{key}: unknown Re² key{nearest(key, known)}. Known: {sorted(known)}.")
+    try:
+        Re2Config.from_mapping(values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from err
