@@ -65,6 +65,6 @@ def test_validation_reward_marks_redo():
     from verl_ext.re2.validation_reward import compute_score
 
     assert compute_score("s", "\\boxed{2}", "2") | {} == {"score": 1.0, "acc": 1.0, "grading_timeout": 0.0,
-                                                         "grading_error": 0.0, "redo": 0.0}
+                                                         "grading_refused": 0.0, "grading_error": 0.0, "redo": 0.0}
     out = compute_score("s", "\\boxed{2} It's better to redo the question.", "2")
     assert (out["score"], out["redo"]) == (0.0, 1.0)

@@ -35,11 +35,72 @@ def test_grades(grader, response, truth, status):
 
 
 def test_pathological_latex_times_out_is_counted_and_does_not_stall(grader):
+    """Passes every cap, but sympy spins on it: the timeout ends it, the item is counted, the grader goes on."""
     before = grader.stats["timeout"]
-    grade = grader.grade("\\boxed{9^{9^{9^{9^{9}}}}}", "2")
+    grade = grader.grade("\\boxed{\\sum_{n=1}^{300} n^{n}}", "2")
     assert grade.status == "timeout" and not grade.correct
     assert grader.stats["timeout"] == before + 1
     assert grader.grade("\\boxed{0.25}", "\\frac14").correct  # the grader recovered
+
+
+@pytest.mark.parametrize("answer,cap", [
+    ("9^{9^{9^{9^{9}}}}", "integer power"), ("9^{999999999}", "integer power"), ("200000!", "factorial"),
+    ("x+" * 600, "characters"), ("{" * 20 + "1" + "}" * 20, "nesting"),
+])
+def test_answers_certain_to_be_pathological_are_refused_before_parsing(answer, cap):
+    g = MathGrader(timeout_s=3)
+    grade = g.grade(f"\\boxed{{{answer}}}", "2")
+    assert grade.status == "refused" and cap in grade.detail and not grade.correct
+    assert g.stats["refused"] == 1 and g.stats["calls"] == 0  # no child was asked
+
+
+def test_ordinary_answers_pass_the_caps():
+    from verl_ext.scoring.caps import refusal_reason
+
+    for answer in ("2^{2024}", "10^{10^{6}}", "99999!", "\\frac{\\sqrt{3}}{2}", "e^{x^2}", "\\binom{10}{3}", "1.5^{99999999}"):
+        assert refusal_reason(answer) is None, answer
+
+
+def test_a_timeout_hands_over_to_the_warm_spare():
+    """The killed child's place goes to the spare started beforehand, so the next item pays no start-up."""
+    g = MathGrader(timeout_s=2, workers=1)
+    assert g.grade("\\boxed{\\frac{2}{4}}", "\\frac12").correct  # starts the child and the spare
+    g._pool._spare_ready.wait(60)
+    spare = g._pool._spare
+    assert spare is not None and spare.alive
+    assert g.grade("\\boxed{(x+y+z)^{60}}", "2").status == "timeout"
+    child = g._pool._idle.get(timeout=60)  # put there by the background replacement
+    assert child is spare  # the next call gets the warm spare, started before the timeout
+    g._pool._idle.put(child)
+    assert g.grade("\\boxed{\\frac{3}{6}}", "\\frac12").correct
+    assert g.stats["restarts"] == 1
+    g.close()
+
+
+def test_grade_many_runs_children_concurrently(monkeypatch):
+    """Two slow items are in flight together on two children (counted, not timed)."""
+    from verl_ext.scoring import child_pool
+
+    active, peak, lock = [0], [0], threading.Lock()
+    original = child_pool._Child.call
+
+    def counting(self, *args):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return original(self, *args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(child_pool._Child, "call", counting)
+    g = MathGrader(timeout_s=2, workers=2)
+    items = [("\\boxed{(x+y+z)^{60}}", "2"), ("\\boxed{(x+y+z)^{61}}", "2"), ("\\boxed{\\frac{1}{2}}", "0.5")]
+    grades = g.grade_many(items)
+    assert [gr.status for gr in grades] == ["timeout", "timeout", "correct"]
+    assert peak[0] == 2
+    g.close()
 
 
 def test_works_from_threads(grader):
@@ -62,7 +123,7 @@ def test_missing_ground_truth_is_an_error(grader):
 
 def test_verl_reward_function():
     assert compute_score("verl_ext/arithmetic", "1 + 1 = 2. The answer is \\boxed{2}.", "2") == {
-        "score": 1.0, "acc": 1.0, "grading_timeout": 0.0, "grading_error": 0.0}
+        "score": 1.0, "acc": 1.0, "grading_timeout": 0.0, "grading_refused": 0.0, "grading_error": 0.0}
     assert compute_score("verl_ext/arithmetic", "\\boxed{3}", "2")["score"] == 0.0
 
 

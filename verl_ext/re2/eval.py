@@ -62,15 +62,15 @@ def load_records(path: Path) -> list[dict]:
 
 def to_samples(records: list[dict], rule: str, phrase: str, grader: MathGrader) -> list[Sample]:
     pattern = phrase_pattern(phrase)
-    samples = []
+    rows = []
     for line, row in enumerate(records, start=1):
         question = str(_pick(row, ("input", "question", "prompt"), line, "question"))
         text = str(_pick(row, ("output", "response"), line, "response"))
         truth = _pick(row, ("gts", "ground_truth", "answer"), line, "ground truth")
-        redo = is_redo_eval(text, pattern, rule)
-        correct = (not redo) and grader.grade(text, str(truth)).correct
-        samples.append(Sample(question, last_boxed(text), correct, redo, len(text)))
-    return samples
+        rows.append((question, text, str(truth), is_redo_eval(text, pattern, rule)))
+    graded = iter(grader.grade_many([(text, truth) for _, text, truth, redo in rows if not redo]))
+    return [Sample(question, last_boxed(text), (not redo) and next(graded).correct, redo, len(text))
+            for question, text, truth, redo in rows]
 
 
 def _plot(path: Path, xs, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, logx=False) -> None:

@@ -20,7 +20,7 @@ from verl_ext.re2.filtering import degenerate_groups
 from verl_ext.re2.prefixes import PrefixGroup, build_prefix_groups
 from verl_ext.re2.redo import REDO, RedoDetector, classify, truncate_after_redo
 from verl_ext.re2.reward import overlong_penalty, three_way_rewards
-from verl_ext.scoring.math_grader import STATUS_TIMEOUT, Grade
+from verl_ext.scoring.math_grader import STATUS_REFUSED, STATUS_TIMEOUT, Grade
 
 # generate(prompt_ids, max_tokens) -> (response token ids, response log-probs or None, server extra fields)
 GenerateFn = Callable[[list[int], int], Awaitable[tuple[list[int], Optional[list[float]], dict]]]
@@ -67,6 +67,7 @@ class QuestionRollout:
             "degenerate_groups": len(degenerate_groups([c.score for c in self.continuations],
                                                        [c.group.uid for c in self.continuations])),
             "grading_timeouts": sum(c.grade_status == STATUS_TIMEOUT for c in self.continuations),
+            "grading_refused": sum(c.grade_status == STATUS_REFUSED for c in self.continuations),
             "kept": sum(c.kept for c in self.continuations),
         }
 
@@ -107,13 +108,15 @@ async def rollout_question(
     requests = [(g, generate(g.continuation_prompt_ids, response_length)) for g in groups
                 for _ in range(config.continuations_per_prefix)]
     outputs = await asyncio.gather(*[req for _, req in requests])
-    continuations = []
-    for (group, _), (tokens, log_probs, extra) in zip(requests, outputs):
+    cut = []
+    for tokens, log_probs, _ in outputs:
         truncated = _clip(truncate_after_redo(tokens, detector, eos_token_id), response_length, eos_token_id)
-        if truncated != list(tokens):
-            log_probs = None  # re-encoded tail tokens were not sampled: no rollout log-probs for them
-        text = detector.decode(truncated)
-        graded = await asyncio.to_thread(grade, text, str(ground_truth))
+        # re-encoded tail tokens were not sampled: no rollout log-probs for them
+        cut.append((truncated, log_probs if truncated == list(tokens) else None, detector.decode(truncated)))
+    # Graded concurrently: the grader's pool bounds how many run at once; a slow item holds up no other.
+    grades = await asyncio.gather(*[asyncio.to_thread(grade, text, str(ground_truth)) for _, _, text in cut])
+    continuations = []
+    for (group, _), (_, _, extra), (truncated, log_probs, text), graded in zip(requests, outputs, cut, grades):
         outcome = classify(text, graded.correct, detector.pattern, config.redo_rule)
         continuations.append(Continuation(group, truncated, log_probs, text, outcome, graded.status, extra=extra))
     scores = three_way_rewards([c.outcome for c in continuations], [question_uid] * len(continuations),

@@ -54,6 +54,7 @@ def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float
         "re2/num_continuations": float(totals["continuations"]),
         "re2/trained_rows": float(len(infos)),
         "grading/timeouts": float(totals["grading_timeouts"]),
+        "grading/refused": float(totals.get("grading_refused", 0)),
     })
     return metrics
 

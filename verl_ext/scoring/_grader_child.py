@@ -1,7 +1,8 @@
 """Child process of ``MathGrader``: reads ``[gold, predicted]`` JSON lines on stdin, writes ``[kind, value]`` lines.
 
-It runs as its own program (``python -m``), not through multiprocessing, so it works under any parent: a script
-without a ``__main__`` guard, a thread, a Ray worker. The parent enforces the time budget by killing it.
+It runs as its own program (``python path/to/_grader_child.py``, importing nothing of verl-ext or verl), not through
+multiprocessing, so it works under any parent: a script without a ``__main__`` guard, a thread, a Ray worker. The
+parent enforces the time budget by killing it.
 """
 
 import json

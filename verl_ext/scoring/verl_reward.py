@@ -10,7 +10,7 @@ Returns a dict so verl records ``acc`` and the grading outcome per row next to `
 
 from __future__ import annotations
 
-from verl_ext.scoring.math_grader import STATUS_ERROR, STATUS_TIMEOUT, default_grader
+from verl_ext.scoring.math_grader import STATUS_ERROR, STATUS_REFUSED, STATUS_TIMEOUT, default_grader
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
@@ -25,5 +25,6 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         "score": 1.0 if grade.correct else 0.0,
         "acc": float(grade.correct),
         "grading_timeout": float(grade.status == STATUS_TIMEOUT),
+        "grading_refused": float(grade.status == STATUS_REFUSED),
         "grading_error": float(grade.status == STATUS_ERROR),
     }
