@@ -2,7 +2,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl_ext.re2.redo import classify, is_redo, phrase_pattern, truncate_after_redo
+from verl_ext.re2.redo import classify, is_redo, phrase_pattern, redo_rule, truncate_after_redo
 
 PHRASE = "It's better to redo the question."
 WORDS = st.lists(st.sampled_from(["so", "x", "=", "3", "\\boxed{4}", "wait", "It", "better", "redo", ".", "the"]),
@@ -62,24 +62,72 @@ def test_phrase_at_start(tokenizer, detector):
     assert tokenizer.decode(out, skip_special_tokens=True) == "It's better to redo the question."
 
 
-def test_strict_rule_hand_cases():
-    pattern = phrase_pattern(PHRASE)
+def _official_check_strict_redo(response: str, redo_str: str) -> bool:
+    """The released reward manager's check, restated from its definition (the oracle of the strict rule)."""
+    import re
+
+    matches = list(re.compile(r"boxed\{.*?\}").finditer(response))
+    box_id = matches[-1].start() if matches else None
+    return (redo_str in response[-len(response) // 3:]) and (box_id is None or response.rfind(redo_str) - box_id > 40)
+
+
+OFFICIAL = "s better to redo the question"
+X = "x" * 120
+
+
+@pytest.mark.parametrize("text,expected", [
+    (X + " It's better to redo the question.", True),
+    (X + " It is better to redo the question.", True),            # "is better" ends with "s better"
+    (X + " It’s better to redo the question.", True),             # any apostrophe: the substring starts after it
+    (X + " IT'S BETTER TO REDO THE QUESTION.", False),            # case-sensitive
+    (X + " It's better to  redo the question.", False),           # a double space breaks the substring
+    (X + " it's better to redo\nthe question.", False),           # so does a newline
+    ("It's better to redo the question. " + X, False),            # not in the last third
+    ("", False), ("ab", False),
+    (X + "\\boxed{3} It's better to redo the question.", False),  # starts within 40 characters of the box
+    (X + "\\boxed{3}" + "y" * 40 + "It's better to redo the question.", True),   # 41 -> more than 40
+    (X + "\\boxed{3}" + "y" * 28 + "It's better to redo the question.", False),  # exactly 40: not more than 40
+    (X + "\\boxed{3 It's better to redo the question.", True),    # no closing brace: no box
+    (X + "\\boxed{3\n} It's better to redo the question.", True), # the brace on another line: no box
+    ("y" * 60 + " It's better to redo the question. \\boxed{3}" + "z" * 30, False),  # box after the phrase
+    ("It's better to redo the question." + "y" * 100 + "It's better to redo the question.", True),  # last occurrence
+])
+def test_strict_rule_is_the_official_check(text, expected):
+    assert _official_check_strict_redo(text, OFFICIAL) is expected  # the oracle agrees with the hand label
+    assert is_redo(text, PHRASE, "strict") is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["x", "y ", "\\boxed{4}", "boxed{", "}", "\n", " It's better to redo the question.",
+                                  " it is better to redo the question", "IT'S BETTER TO REDO THE QUESTION", "  "]),
+                max_size=30).map("".join))
+def test_strict_rule_matches_the_official_check_decision_for_decision(text):
+    assert is_redo(text, PHRASE, "strict") is _official_check_strict_redo(text, OFFICIAL)
+
+
+def test_last_third_is_the_official_slice():
+    # n = 100: the official slice keeps the last ceil(100 / 3) = 34 characters (indices 66..99), one more than a third.
+    assert len(OFFICIAL) == 29
+    inside = "x" * 66 + OFFICIAL + "abcde"  # starts at index 66: the first character of the slice
+    assert len(inside) == 100 and is_redo(inside, PHRASE, "strict")
+    outside = "x" * 65 + OFFICIAL + "abcdef"  # starts at 65: one character before the slice
+    assert len(outside) == 100 and not is_redo(outside, PHRASE, "strict")
+
+
+def test_anywhere_and_eval_rules():
     early = PHRASE + " " + "x" * 200
-    assert is_redo(early, pattern, "anywhere") and not is_redo(early, pattern, "strict")
-    late = "x" * 200 + " " + PHRASE
-    assert is_redo(late, pattern, "strict")
-    near_box = "x" * 200 + "\\boxed{3} " + PHRASE
-    assert not is_redo(near_box, pattern, "strict")  # within 40 chars after the last boxed{
-    far_box = "x" * 100 + "\\boxed{3} " + "y" * 60 + PHRASE
-    assert is_redo(far_box, pattern, "strict")
+    assert is_redo(early, PHRASE, "anywhere") and not is_redo(early, PHRASE, "strict")
+    assert is_redo("IT'S BETTER TO REDO THE QUESTION", PHRASE, "anywhere")
+    assert is_redo("so the answer is \\boxed{3}", PHRASE, "eval") is False
+    assert is_redo("so the answer is 3" + "." * 100, PHRASE, "eval")  # no boxed in the last 100 characters
     with pytest.raises(ValueError, match="redo rule 'loose' is unknown"):
-        is_redo(late, pattern, "loose")
+        is_redo(early, PHRASE, "loose")
 
 
 def test_classify():
-    pattern = phrase_pattern(PHRASE)
-    assert classify("so \\boxed{2}", True, pattern) == "correct"
-    assert classify("so \\boxed{3}", False, pattern) == "incorrect"
-    assert classify("hmm " + PHRASE, False, pattern) == "redo"
+    rule = redo_rule(PHRASE)
+    assert classify("so \\boxed{2}", True, rule) == "correct"
+    assert classify("so \\boxed{3}", False, rule) == "incorrect"
+    assert classify("hmm " + PHRASE, False, rule) == "redo"
     with pytest.raises(ValueError, match="redo phrase '.' is empty"):
         phrase_pattern(".")

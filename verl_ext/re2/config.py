@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any, Mapping
 
 from verl_ext.re2.prefixes import PrefixConfig
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE
+from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, official_substring, redo_rule
 
-REDO_RULES = ("anywhere", "strict")
+REDO_RULES = ("anywhere", "strict")  # for training; evaluation also knows "eval" (verl_ext.re2.redo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,10 @@ class Re2Config:
             raise ValueError(f"re2.redo_rule={self.redo_rule!r} must be one of {REDO_RULES}.")
         PrefixConfig(self.rho_min, self.rho_max, self.p_empty)  # validates the ranges
 
+    def redo_check(self):
+        """``text -> bool`` under this config's phrase and rule."""
+        return redo_rule(self.redo_phrase, self.redo_rule)
+
     @property
     def prefix(self) -> PrefixConfig:
         return PrefixConfig(self.rho_min, self.rho_max, self.p_empty)
@@ -65,8 +69,7 @@ class Re2Config:
     @property
     def stop_string(self) -> str:
         # Without "It'": apostrophe variants still stop (the official trainer matches "s better to redo the question").
-        core = self.redo_phrase.strip().rstrip(".")
-        return core.split("'", 1)[-1].split("’", 1)[-1] if ("'" in core or "’" in core) else core
+        return official_substring(self.redo_phrase)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "Re2Config":

@@ -28,7 +28,7 @@ from verl_ext.re2.evaluation import (
     default_budgets,
     majority_vote_curve,
 )
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, is_redo, phrase_pattern
+from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, redo_rule
 from verl_ext.scoring.math_grader import MathGrader, last_boxed
 
 
@@ -37,12 +37,6 @@ def _pick(row: dict, keys: tuple[str, ...], line: int, what: str):
         if row.get(key) is not None:
             return row[key]
     raise ValueError(f"line {line}: no {what} field (looked for {list(keys)}).")
-
-
-def is_redo_eval(text: str, pattern, rule: str) -> bool:
-    if rule == "eval":
-        return bool(pattern.search(text)) or "boxed" not in text[-100:]
-    return is_redo(text, pattern, rule)
 
 
 def load_records(path: Path) -> list[dict]:
@@ -61,13 +55,13 @@ def load_records(path: Path) -> list[dict]:
 
 
 def to_samples(records: list[dict], rule: str, phrase: str, grader: MathGrader) -> list[Sample]:
-    pattern = phrase_pattern(phrase)
+    redo = redo_rule(phrase, rule)
     rows = []
     for line, row in enumerate(records, start=1):
         question = str(_pick(row, ("input", "question", "prompt"), line, "question"))
         text = str(_pick(row, ("output", "response"), line, "response"))
         truth = _pick(row, ("gts", "ground_truth", "answer"), line, "ground truth")
-        rows.append((question, text, str(truth), is_redo_eval(text, pattern, rule)))
+        rows.append((question, text, str(truth), redo(text)))
     graded = iter(grader.grade_many([(text, truth) for _, text, truth, redo in rows if not redo]))
     return [Sample(question, last_boxed(text), (not redo) and next(graded).correct, redo, len(text))
             for question, text, truth, redo in rows]

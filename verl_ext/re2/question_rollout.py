@@ -116,8 +116,9 @@ async def rollout_question(
     # Graded concurrently: the grader's pool bounds how many run at once; a slow item holds up no other.
     grades = await asyncio.gather(*[asyncio.to_thread(grade, text, str(ground_truth)) for _, _, text in cut])
     continuations = []
+    redo = config.redo_check()
     for (group, _), (_, _, extra), (truncated, log_probs, text), graded in zip(requests, outputs, cut, grades):
-        outcome = classify(text, graded.correct, detector.pattern, config.redo_rule)
+        outcome = classify(text, graded.correct, redo)
         continuations.append(Continuation(group, truncated, log_probs, text, outcome, graded.status, extra=extra))
     scores = three_way_rewards([c.outcome for c in continuations], [question_uid] * len(continuations),
                                [c.group.uid for c in continuations], config.max_redo_rounds)

@@ -5,18 +5,23 @@ stopping. ``RedoDetector`` finds the phrase in generated token ids (tolerant of 
 ``truncate_after_redo`` cuts the response right after it and appends "." and EOS, and ``classify`` maps a response
 to ``correct`` / ``incorrect`` / ``redo``.
 
-Two redo rules exist (see recipes/re2/README.md):
-- ``anywhere`` (default): the phrase anywhere in the response; consistent with the truncation, which is what the
-  model is trained to produce, and with the stop string at generation.
-- ``strict`` (the official reward manager): the phrase starts in the last third of the response text, and either
-  there is no ``boxed{`` or the last phrase starts more than 40 characters after the last ``boxed{``.
+Redo rules (``redo_rule(phrase, name)``; see recipes/re2/README.md):
+- ``anywhere`` (default): the phrase anywhere in the response (any apostrophe, spacing or case); consistent with the
+  truncation, which is what the model is trained to produce, and with the stop string at generation.
+- ``strict``: the official reward manager's check, decision for decision: a case-sensitive substring search for the
+  phrase after its apostrophe (``s better to redo the question``, so "It is better..." counts and an upper-case or
+  double-spaced variant does not) in the slice ``text[-len(text)//3:]`` (the last ceil(n/3) characters), and either
+  no ``boxed{...}`` (regex ``boxed\{.*?\}``: a closing brace on the same line) or the substring's last occurrence
+  starting more than 40 characters after the last such match starts.
+- ``eval``: the official evaluation scripts' check: the phrase anywhere, or no ``boxed`` in the last 100 characters
+  (an unfinished or unanswered sample counts as a redo).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 DEFAULT_REDO_PHRASE = "It's better to redo the question."
 APOSTROPHES = "'’‘`ʼ′"
@@ -115,24 +120,51 @@ def truncate_after_redo(token_ids: Sequence[int], detector: RedoDetector, eos_to
     return result
 
 
-def is_redo(text: str, detector_or_pattern, rule: str = "anywhere") -> bool:
-    """Whether ``text`` counts as a redo under ``rule`` (``anywhere`` or the official ``strict``)."""
-    pattern = detector_or_pattern.pattern if isinstance(detector_or_pattern, RedoDetector) else detector_or_pattern
-    matches = list(pattern.finditer(text))
-    if not matches:
-        return False
-    if rule == "anywhere":
-        return True
-    if rule != "strict":
-        raise ValueError(f"redo rule {rule!r} is unknown; use 'anywhere' or 'strict'.")
-    if not any(m.start() >= len(text) * 2 / 3 for m in matches):
-        return False  # official: the phrase must start in the last third of the response string
-    last_boxed = text.rfind("boxed{")
-    return last_boxed < 0 or matches[-1].start() > last_boxed + 40
+REDO_RULES = ("anywhere", "strict", "eval")
+RedoRule = Callable[[str], bool]
 
 
-def classify(text: str, correct: bool, pattern, rule: str = "anywhere") -> str:
+def official_substring(phrase: str) -> str:
+    """What the official code searches for: the phrase without its final period and without what precedes its
+    first apostrophe ("It's better to redo the question." -> "s better to redo the question")."""
+    core = phrase.strip().rstrip(".").strip()
+    for apostrophe in APOSTROPHES:
+        if apostrophe in core:
+            return core.split(apostrophe, 1)[1]
+    return core
+
+
+_OFFICIAL_BOXED = re.compile(r"boxed\{.*?\}")
+
+
+def strict_redo(text: str, substring: str) -> bool:
+    """The official reward manager's ``check_strict_redo`` (see the module doc), on the official substring."""
+    boxes = list(_OFFICIAL_BOXED.finditer(text))
+    box = boxes[-1].start() if boxes else None
+    return substring in text[-len(text) // 3:] and (box is None or text.rfind(substring) - box > 40)
+
+
+def redo_rule(phrase: str = DEFAULT_REDO_PHRASE, name: str = "anywhere") -> RedoRule:
+    """``text -> bool``: whether a response counts as a redo under the named rule (``REDO_RULES``)."""
+    if name == "anywhere":
+        pattern = phrase_pattern(phrase)
+        return lambda text: pattern.search(text) is not None
+    if name == "strict":
+        substring = official_substring(phrase)
+        return lambda text: strict_redo(text, substring)
+    if name == "eval":
+        pattern = phrase_pattern(phrase)
+        return lambda text: pattern.search(text) is not None or "boxed" not in text[-100:]
+    raise ValueError(f"redo rule {name!r} is unknown; use one of {REDO_RULES}.")
+
+
+def is_redo(text: str, phrase: str = DEFAULT_REDO_PHRASE, rule: str = "anywhere") -> bool:
+    """Whether ``text`` counts as a redo under ``rule`` (builds the rule each call; keep ``redo_rule`` for loops)."""
+    return redo_rule(phrase, rule)(text)
+
+
+def classify(text: str, correct: bool, rule: RedoRule) -> str:
     """``redo`` if the response redoes under ``rule``, else ``correct``/``incorrect`` from its graded answer."""
-    if is_redo(text, pattern, rule):
+    if rule(text):
         return REDO
     return CORRECT if correct else INCORRECT

@@ -21,7 +21,8 @@ from verl.workers.reward_manager import register
 from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from verl_ext.re2.advantage import parse_row_uid
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, REDO, classify, phrase_pattern
+from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, REDO, classify
+from verl_ext.re2.redo import redo_rule as redo_rule_fn
 from verl_ext.re2.reward import overlong_penalty, three_way_rewards
 from verl_ext.scoring.math_grader import STATUS_TIMEOUT, default_grader
 
@@ -48,8 +49,7 @@ class Re2RewardManager(AbstractRewardManager):
         if unused:
             raise TypeError(f"re2 reward manager got unknown options {sorted(unused)}.")
         self.tokenizer = tokenizer
-        self.pattern = phrase_pattern(redo_phrase)
-        self.redo_rule = redo_rule
+        self.redo = redo_rule_fn(redo_phrase, redo_rule)
         self.max_redo_rounds = max_redo_rounds
         self.max_response_length = max_response_length
         self.overlong = (overlong_buffer_length, overlong_penalty_factor, overlong_scale)
@@ -67,7 +67,7 @@ class Re2RewardManager(AbstractRewardManager):
                 raise ValueError(f"row {row}: reward_model.ground_truth is missing; Re² needs it to grade.")
             text = self.tokenizer.decode(responses[row, : lengths[row]], skip_special_tokens=True)
             grade = self.grader.grade(text, str(truth))
-            outcomes.append(classify(text, grade.correct, self.pattern, self.redo_rule))
+            outcomes.append(classify(text, grade.correct, self.redo))
             statuses.append(grade.status)
             question, group = question_of(row, data.non_tensor_batch)
             questions.append(question)

@@ -10,14 +10,18 @@ per-question aggregation: run ``python -m verl_ext.re2.eval avg`` on the dumped 
 
 from __future__ import annotations
 
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, is_redo, phrase_pattern
+import functools
+
+from verl_ext.re2.redo import DEFAULT_REDO_PHRASE
+from verl_ext.re2.redo import redo_rule as _redo_rule
 from verl_ext.scoring.verl_reward import compute_score as grade_math
 
-_PATTERN = phrase_pattern(DEFAULT_REDO_PHRASE)
+_rule = functools.lru_cache(maxsize=None)(_redo_rule)
 
 
-def compute_score(data_source, solution_str, ground_truth, extra_info=None, redo_rule: str = "anywhere", **kwargs):
-    redo = is_redo(solution_str, _PATTERN, redo_rule)
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, redo_rule: str = "anywhere",
+                  redo_phrase: str = DEFAULT_REDO_PHRASE, **kwargs):
+    redo = _rule(redo_phrase, redo_rule)(solution_str)
     result = grade_math(data_source, solution_str, ground_truth, extra_info)
     if redo:
         result["score"] = result["acc"] = 0.0
