@@ -27,6 +27,23 @@ def test_initial_routing_is_near_fifty_fifty():
     assert (probs - 0.5).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 6, 7, 9])
+def test_pooling_modes_hand_computed(length):
+    """budget 3: the paper counts the union of the first and last 3 tokens once; the released inference code
+    concatenates them (the overlap twice, divided by 2 * min(T, 3)); the released training code takes them all."""
+    keys = torch.arange(10.0)[None, :, None, None] ** 2  # distinct values, so every weighting shows
+    vals = [float(v) ** 2 for v in range(length)]
+    head, tail = vals[:3], vals[-3:]
+    union = [v for i, v in enumerate(vals) if i < 3 or i >= length - 3]
+    got = {mode: float(boundary_pool(keys, torch.tensor([length]), budget=3, mode=mode)[0, 0, 0])
+           for mode in ("boundary", "boundary_concat", "segment")}
+    assert got["boundary"] == pytest.approx(sum(union) / len(union))
+    assert got["boundary_concat"] == pytest.approx((sum(head) + sum(tail)) / (len(head) + len(tail)))
+    assert got["segment"] == pytest.approx(sum(vals) / length)
+    differs = not got["boundary"] == pytest.approx(got["boundary_concat"])
+    assert differs == (3 < length < 6)  # only budget+1 .. 2*budget-1 tokens overlap
+
+
 def test_boundary_pooling_hand_computed_with_padding():
     keys = torch.arange(10, dtype=torch.float32).view(1, 10, 1, 1).repeat(2, 1, 1, 1)
     pooled = boundary_pool(keys, torch.tensor([10, 6]), budget=2)
@@ -35,6 +52,8 @@ def test_boundary_pooling_hand_computed_with_padding():
     short = boundary_pool(keys[:1, :3], budget=2)  # head and tail overlap: each token once
     assert short[0, 0, 0] == pytest.approx(1.0)
     assert boundary_pool(keys, torch.tensor([10, 6]), mode="segment")[1, 0, 0] == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="pooling mode 'concat' must be one of"):
+        boundary_pool(keys, mode="concat")
 
 
 def test_varlen_equals_padded():

@@ -63,6 +63,11 @@ class ElasticAttentionConfig:
             raise ValueError(f"decode={self.decode!r} must be 'dense' (paper) or 'sparse_kv'.")
         if self.force not in (None, "full", "sparse"):
             raise ValueError(f"force={self.force!r} must be None, 'full' or 'sparse'.")
+        from verl_ext.elastic_attention.router import POOL_MODES
+
+        if self.pool_mode not in POOL_MODES:
+            raise ValueError(f"pool_mode={self.pool_mode!r} must be one of {POOL_MODES}: boundary (paper), "
+                             "boundary_concat (released inference code), segment (released training code).")
         if self.sink < 0 or self.window < 1 or self.pool_budget < 1:
             raise ValueError("sink >= 0, window >= 1 and pool_budget >= 1 are required.")
 

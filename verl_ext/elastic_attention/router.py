@@ -42,18 +42,25 @@ class ElasticRouter(nn.Module):
         return self.router_mlp(self.task_mlp(pooled_keys))
 
 
+POOL_MODES = ("boundary", "boundary_concat", "segment")
+
+
 def boundary_pool(keys: torch.Tensor, lengths: Optional[torch.Tensor] = None, budget: int = 100,
                   mode: str = "boundary") -> torch.Tensor:
-    """Mean key of each sequence's first and last ``budget`` prompt tokens (``mode="boundary"``, the paper), or of
-    the whole prompt (``mode="segment"``, the released training code).
+    """Mean key of each sequence's first and last ``budget`` prompt tokens, or of the whole prompt.
 
-    keys (B, T, H, D), right-padded; lengths (B,) prompt lengths (default T). Tokens counted in both the head and the
-    tail (prompts shorter than 2*budget) count once. Returns (B, H, D) float32.
+    - ``boundary`` (the paper, default): the union of the first and last ``budget`` tokens, each token once;
+    - ``boundary_concat`` (the released inference code): the first ``budget`` and the last ``budget`` tokens
+      concatenated, so for prompts of budget+1 .. 2*budget-1 tokens the overlap counts twice (mean over
+      2 * min(T, budget) rows; equal to ``boundary`` below budget+1 tokens and from 2*budget on);
+    - ``segment`` (the released training code): every prompt token.
+
+    keys (B, T, H, D), right-padded; lengths (B,) prompt lengths (default T). Returns (B, H, D) float32.
     """
     if keys.dim() != 4:
         raise ValueError(f"keys must be (B, T, H, D); got shape {tuple(keys.shape)}.")
-    if mode not in ("boundary", "segment"):
-        raise ValueError(f"pooling mode {mode!r} must be 'boundary' or 'segment'.")
+    if mode not in POOL_MODES:
+        raise ValueError(f"pooling mode {mode!r} must be one of {POOL_MODES}.")
     b, t = keys.shape[:2]
     if lengths is None:
         lengths = torch.full((b,), t, dtype=torch.long, device=keys.device)
@@ -61,9 +68,13 @@ def boundary_pool(keys: torch.Tensor, lengths: Optional[torch.Tensor] = None, bu
         raise ValueError(f"prompt lengths must be in [1, {t}]; got {lengths.tolist()}.")
     pos = torch.arange(t, device=keys.device)[None, :]
     inside = pos < lengths[:, None]
+    head, tail = pos < budget, pos >= lengths[:, None] - budget
     if mode == "boundary":
-        inside = inside & ((pos < budget) | (pos >= lengths[:, None] - budget))
-    weights = inside.to(torch.float32)
+        weights = (inside & (head | tail)).to(torch.float32)
+    elif mode == "boundary_concat":
+        weights = (inside & head).to(torch.float32) + (inside & tail).to(torch.float32)
+    else:
+        weights = inside.to(torch.float32)
     summed = torch.einsum("bt,bthd->bhd", weights, keys.float())
     return summed / weights.sum(dim=1)[:, None, None]
 
