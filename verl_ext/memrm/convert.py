@@ -2,6 +2,7 @@
 
     python -m verl_ext.memrm.convert DATA OUT.parquet --tokenizer JUDGE_DIR [--order seeded|dual] [--cap 131072]
         [--records RUN/records.jsonl --model NAME --sampling TAG]   (resume: leave out pairs already scored)
+        [--official-prompts REPO]   (the official system prompts, from your clone of the official repository)
 
 Each row: ``prompt`` = [system, user] judge messages, ``reward_model.ground_truth`` = the letter that picks
 ``chosen``, ``data_source`` = ``memrm/<task>/<setting>/<length>/<view>`` (verl reports metrics per data source),
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from verl_ext.memrm.loaders import iter_items
-from verl_ext.memrm.prompts import DEFAULT_CAP, correct_letter, judge_messages, order_table, template_text
+from verl_ext.memrm.prompts import (DEFAULT_CAP, OUR_PROMPTS, PromptSet, correct_letter, judge_messages, order_table,
+                                   template_text)
 from verl_ext.memrm.records import RecordStore, prompt_sha, record_key
 from verl_ext.memrm.schema import TASK_SHORT
 
@@ -67,7 +69,8 @@ def _rows_per_task(items: Iterable) -> dict[str, int]:
 
 
 def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEFAULT_CAP, done: set[str] | None = None,
-              model: str = "", sampling: str = "", stats: dict | None = None) -> Iterator[dict]:
+              model: str = "", sampling: str = "", stats: dict | None = None,
+              prompts: PromptSet = OUR_PROMPTS) -> Iterator[dict]:
     """verl rows, streamed: two passes over the data (row counts for the official order, then the rows)."""
     if order not in ("seeded", "dual"):
         raise ValueError(f"order mode {order!r} must be 'seeded' or 'dual'.")
@@ -79,7 +82,7 @@ def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEF
         first = table[(item.task, item.index)]
         views = [(first, "official")] + ([((first[1], first[0]), "swap")] if order == "dual" else [])
         for item_order, view in views:
-            messages = judge_messages(item, item_order)
+            messages = judge_messages(item, item_order, prompts)
             sha = prompt_sha(messages)
             if done is not None and record_key(model, sha, sampling, item_order) in done:
                 stats["skipped_done"] += 1
@@ -96,7 +99,7 @@ def iter_rows(data: str | Path, tokenizer, order: str = "seeded", cap: int = DEF
                                "ctx_length": item.ctx_length, "order": list(item_order), "view": view,
                                "prompt_sha": sha, "truncated": truncated, "prompt_tokens": tokens,
                                "chosen_chars": len(item.chosen), "rejected_chars": len(item.rejected),
-                               "index": item.index},
+                               "index": item.index, "prompt_set": prompts.label},
             }
 
 
@@ -143,14 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", help="records.jsonl of an earlier run: pairs already scored are left out")
     parser.add_argument("--model", default="", help="judge name used in record keys (with --records)")
     parser.add_argument("--sampling", default="", help="sampling tag used in record keys (with --records)")
+    parser.add_argument("--official-prompts", metavar="REPO",
+                        help="your clone of the official MemoryRewardBench repository: judge with its system prompts")
     args = parser.parse_args(argv)
+    prompts = OUR_PROMPTS
+    if args.official_prompts:
+        from verl_ext.memrm.official_prompts import load_official_prompts
+
+        prompts = load_official_prompts(args.official_prompts)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     done = RecordStore(args.records).done_keys() if args.records else None
     stats: dict = {}
-    write_parquet(iter_rows(args.data, tokenizer, args.order, args.cap, done, args.model, args.sampling, stats),
-                  args.output)
+    write_parquet(iter_rows(args.data, tokenizer, args.order, args.cap, done, args.model, args.sampling, stats,
+                            prompts), args.output)
+    stats["prompt_set"] = prompts.label
     print(json.dumps(stats))
     return 0
 

@@ -4,7 +4,8 @@ Accepted layouts: a folder with one file per task (``Long-context_Reasoning.json
 file whose rows carry their task config in ``task_config`` / ``config``; a ``datasets`` folder saved with
 ``save_to_disk``. Rows follow the Hugging Face 6-field schema (task, chosen, rejected, subtask, ctx_length,
 question) or the official evaluator's raw schema (task codes such as ``S-Drop``, ``Mem0-MEM``). Every bad row is an
-error naming the file, the row and the field; when all 2,400 pairs are loaded, the per-cell counts are checked
+error naming the file, the row (1-based: the file line of JSON lines, the row of parquet and datasets) and the field
+or labels; when all 2,400 pairs are loaded, the per-cell counts are checked
 against the published table.
 """
 
@@ -21,6 +22,7 @@ from verl_ext.memrm.schema import (
     PUBLISHED_COUNTS,
     TASKS,
     PairItem,
+    UnknownLabel,
     check_length,
     normalise_setting,
     task_from_name,
@@ -29,56 +31,63 @@ from verl_ext.memrm.schema import (
 TEXT_FIELDS = ("question", "chosen", "rejected")
 
 
-def _rows(path: Path) -> Iterator[dict]:
+def _rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(location, row): "line N" (1-based file line) of JSON lines, "row N" (1-based) of parquet."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        number = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                number += 1
+                yield f"row {number}", row
         return
     with open(path) as f:
-        for number, line in enumerate(f):
+        for number, line in enumerate(f, start=1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    yield f"line {number}", json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path} line {number + 1} is not JSON ({exc.msg}).") from exc
+                    raise ValueError(f"{path} line {number} is not JSON ({exc.msg}).") from exc
 
 
-def parse_row(row: dict, index: int, task: str, source: str) -> PairItem:
-    """One validated item; errors name ``source``, the row and the field."""
+def parse_row(row: dict, index: int, task: str, where: str) -> PairItem:
+    """One validated item (``index``: its position in its task); errors start with ``where`` (file and line)."""
     for field in TEXT_FIELDS:
         value = row.get(field)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise ValueError(f"{source} row {index}: field {field!r} is missing or empty; every pair needs "
-                             "question, chosen and rejected.")
+            raise ValueError(f"{where}: field {field!r} is missing or empty; every pair needs question, chosen and "
+                             "rejected.")
         if not isinstance(value, str):
-            raise ValueError(f"{source} row {index}: field {field!r} is a {type(value).__name__}, not a string; "
-                             "serialise trajectories to text before loading.")
+            raise ValueError(f"{where}: field {field!r} is a {type(value).__name__}, not a string; serialise "
+                             "trajectories to text before loading.")
     if row.get("ctx_length") in (None, ""):
-        raise ValueError(f"{source} row {index}: field 'ctx_length' is missing; expected one of {list(LENGTHS)}.")
-    setting = normalise_setting(task, str(row.get("task", "")), str(row.get("subtask", "")))
-    return PairItem(task=task, setting=setting, ctx_length=check_length(row["ctx_length"], index, source),
+        raise ValueError(f"{where}: field 'ctx_length' is missing; expected one of {list(LENGTHS)}.")
+    try:
+        setting = normalise_setting(task, str(row.get("task", "")), str(row.get("subtask", "")))
+    except UnknownLabel as err:
+        raise type(err)(f"{where}: {err}") from err
+    return PairItem(task=task, setting=setting, ctx_length=check_length(row["ctx_length"], where),
                     question=row["question"], chosen=row["chosen"], rejected=row["rejected"], index=index,
                     raw_task=str(row.get("task", "")), raw_subtask=str(row.get("subtask", "")))
 
 
-def _task_of(row: dict, file_task: str | None, source: str, index: int) -> str:
+def _task_of(row: dict, file_task: str | None, where: str) -> str:
     task = file_task or task_from_name(str(row.get("task_config") or row.get("config") or ""))
     if task is None:
-        raise ValueError(f"{source} row {index}: cannot tell its task config; name the file after it "
-                         f"({list(TASKS)}) or add a 'task_config' field.")
+        raise ValueError(f"{where}: cannot tell its task config; name the file after it ({list(TASKS)}) or add a "
+                         "'task_config' field.")
     return task
 
 
 def load_file(path: Path) -> Iterator[PairItem]:
     file_task = task_from_name(path.stem)
     counters: Counter = Counter()
-    for row in _rows(path):
-        task = _task_of(row, file_task, str(path), counters["_all"])
-        yield parse_row(row, counters[task], task, str(path))
+    for location, row in _rows(path):
+        where = f"{path} {location}"
+        task = _task_of(row, file_task, where)
+        yield parse_row(row, counters[task], task, where)
         counters[task] += 1
-        counters["_all"] += 1
 
 
 def _files(path: Path) -> list[Path]:
@@ -100,7 +109,8 @@ def _load_datasets_folder(path: Path) -> Iterator[PairItem]:
     for name, split in splits:
         task = task_from_name(name)
         for index, row in enumerate(split):
-            yield parse_row(row, index, _task_of(row, task, f"{path}/{name}", index), f"{path}/{name}")
+            where = f"{path}/{name} row {index + 1}"
+            yield parse_row(row, index, _task_of(row, task, where), where)
 
 
 def iter_items(path: str | Path) -> Iterator[PairItem]:

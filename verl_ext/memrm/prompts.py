@@ -5,12 +5,16 @@ holding the question and the two trajectories as "Agent A" and "Agent B", the ve
 Order: per task file, ``random.Random(42)`` shuffles the rows, then draws each row's order ``[0, 1]`` or
 ``[1, 0]`` (Agent A = ``[chosen, rejected][order[0]]``). Dual-order mode presents both orders. Prompts longer than
 the cap (131,072 tokens of the judge's own tokenizer) keep their first half and their last half minus 5 tokens.
-The prompt texts are this project's wording of the same instructions and output format.
+The default prompt texts (``OUR_PROMPTS``) are this project's wording of the same output format; their instructions
+differ from the official ones (the long-form prompt frames a different task from the official constraint audit), so
+accuracies are not comparable with published numbers. For parity, ``official_prompts.load_official_prompts`` reads
+the official system prompts from the user's own copy of the official repository (the text stays out of this one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from typing import Iterable, Sequence
 
@@ -61,19 +65,42 @@ DEFAULT_CAP = 131072
 OFFICIAL_SEED = 42
 
 
-def system_prompt(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {list(TASKS)}.")
-    return LONGFORM_SYSTEM_PROMPT if task == "Long-form_Generation" else SYSTEM_PROMPT
+@dataclasses.dataclass(frozen=True)
+class PromptSet:
+    """The two judge system prompts: ``longform`` for Long-form_Generation, ``pair`` for the other tasks (the
+    official evaluator picks the long-form one for the file whose name contains "form"). ``label`` (name and a
+    hash of both texts) is recorded with every row and in results.json, so a report says which set produced it."""
+
+    name: str
+    pair: str
+    longform: str
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        digest = hashlib.sha256((self.pair + "\0" + self.longform).encode()).hexdigest()[:12]
+        return f"{self.name}:{digest}"
+
+    def system(self, task: str) -> str:
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {list(TASKS)}.")
+        return self.longform if task == "Long-form_Generation" else self.pair
 
 
-def judge_messages(item: PairItem, order: Sequence[int]) -> list[dict]:
+OUR_PROMPTS = PromptSet("verl-ext", SYSTEM_PROMPT, LONGFORM_SYSTEM_PROMPT)
+
+
+def system_prompt(task: str, prompts: PromptSet = OUR_PROMPTS) -> str:
+    return prompts.system(task)
+
+
+def judge_messages(item: PairItem, order: Sequence[int], prompts: PromptSet = OUR_PROMPTS) -> list[dict]:
     """[system, user] for ``item`` with Agent A = [chosen, rejected][order[0]]."""
     if sorted(order) != [0, 1]:
         raise ValueError(f"order {order!r} must be [0, 1] or [1, 0].")
     sides = (item.chosen, item.rejected)
     user = USER_TEMPLATE.format(question=item.question, a=sides[order[0]], b=sides[order[1]])
-    return [{"role": "system", "content": system_prompt(item.task)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": prompts.system(item.task)}, {"role": "user", "content": user}]
 
 
 def correct_letter(order: Sequence[int]) -> str:

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -104,10 +105,14 @@ def write_report(records_path: str | Path, out: str | Path, config: dict | None 
     summary = summarise(records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    prompt_sets = Counter(str(r.get("prompt_set", "unrecorded")) for r in records)
     result = {"spec_version": SPEC_VERSION, "config": config or {}, "versions": _versions(),
-              "partial_lines_skipped": store.partial_lines, "summary": summary, "records": records}
+              "prompt_sets": dict(prompt_sets), "partial_lines_skipped": store.partial_lines, "summary": summary,
+              "records": records}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    (out / "results.md").write_text(markdown(summary))
+    sets = ", ".join(f"{label} ({n} records)" for label, n in sorted(prompt_sets.items()))
+    note = f"\n\nJudge system prompts: {sets}" + (" (mixed: results are not one protocol)." if len(prompt_sets) > 1 else ".")
+    (out / "results.md").write_text(markdown(summary) + note + "\n")
     plots(summary, out)
     return result
 

@@ -52,6 +52,10 @@ class UnknownLabel(ValueError):
     """A task / subtask label that maps to no setting; the message lists the known forms."""
 
 
+class ContradictoryLabels(UnknownLabel):
+    """A row whose task and subtask labels name different settings; the message names both."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PairItem:
     """One benchmark pair. ``index`` is the row's position in its task file."""
@@ -83,33 +87,78 @@ def task_from_name(name: str) -> Optional[str]:
     return None
 
 
-def normalise_setting(task: str, raw_task: str, raw_subtask: str) -> str:
-    """The setting name for a row of ``task`` with labels ``raw_task`` / ``raw_subtask``."""
-    t, s = (raw_task or "").strip(), (raw_subtask or "").strip()
-    for label in (t, s):
-        if label in ALL_SETTINGS and label in SETTINGS[task]:
-            return label
-        code = label.lower()
-        if code in _RAW_CODES and _RAW_CODES[code] in SETTINGS[task]:
-            return _RAW_CODES[code]
+def _components(task: str, label: str) -> dict[str, str]:
+    """What one label says about a row's setting: {"setting": ...} for a full name or raw code, else the parts it
+    names (LCR: pattern, error; MDU: system, side; LFG: pattern)."""
+    if label in SETTINGS[task]:
+        return {"setting": label}
+    if label.lower() in _RAW_CODES and _RAW_CODES[label.lower()] in SETTINGS[task]:
+        return {"setting": _RAW_CODES[label.lower()]}
+    low = label.lower()
+    found = {}
     if task == "Long-context_Reasoning":
-        label = (t + " " + s).lower()
-        pattern = next((v for k, v in _LCR_PATTERN.items() if k in label), None)
-        error = next((v for k, v in _LCR_ERROR.items() if k in label), None)
-        if pattern and error:
-            return f"{pattern}-{error}"
+        patterns = {v for k, v in _LCR_PATTERN.items() if k in low}
+        errors = {v for k, v in _LCR_ERROR.items() if k in low}
+        for key, values in (("pattern", patterns), ("error", errors)):
+            if len(values) == 1:
+                found[key] = values.pop()
+            elif values:
+                found[key] = "/".join(sorted(values))  # one label naming both: contradicts itself
     elif task == "Multi-turn_Dialogue_Understanding":
-        label = (t + " " + s).lower().replace("_", "-")
-        system = "A-Mem" if re.search(r"a-?mem", label) else "Mem0" if "mem0" in label else None
-        side = "Out" if re.search(r"(^|[^a-z])out", label) else "Mem" if re.search(r"-mem($|[^a-z0-9])", label) else None
-        if system and side:
-            return f"{system}-{side}"
+        low = low.replace("_", "-")
+        if re.search(r"a-?mem", low):
+            found["system"] = "A-Mem"
+        elif "mem0" in low:
+            found["system"] = "Mem0"
+        rest = re.sub(r"a-?mem|mem0", "", low)  # the side is read from what the system name leaves
+        if re.search(r"(^|[^a-z])out", rest):
+            found["side"] = "Out"
+        elif re.search(r"(^|[^a-z0-9])mem($|[^a-z0-9])", rest):
+            found["side"] = "Mem"
     else:
-        label = (t + " " + s).lower()
-        if "sequ" in label:  # the released labels spell it "sequantial"
-            return "Sequential"
-        if "parallel" in label:
-            return "Parallel"
+        names = {v for k, v in (("sequ", "Sequential"), ("parallel", "Parallel")) if k in low}  # "sequantial" too
+        if names:
+            found["pattern"] = "/".join(sorted(names))
+    return found
+
+
+def _from_components(task: str, parts: dict[str, str]) -> Optional[str]:
+    if "setting" in parts:
+        return parts["setting"]
+    if task == "Long-context_Reasoning" and {"pattern", "error"} <= set(parts):
+        return f"{parts['pattern']}-{parts['error']}"
+    if task == "Multi-turn_Dialogue_Understanding" and {"system", "side"} <= set(parts):
+        return f"{parts['system']}-{parts['side']}"
+    if task == "Long-form_Generation" and "pattern" in parts:
+        return parts["pattern"]
+    return None
+
+
+def normalise_setting(task: str, raw_task: str, raw_subtask: str) -> str:
+    """The setting name for a row of ``task`` with labels ``raw_task`` / ``raw_subtask``.
+
+    Each label is read on its own; what they say is combined, and where both say something about the same part
+    (or one label names two values of it) and they disagree, the row is refused (``ContradictoryLabels``)."""
+    t, s = (raw_task or "").strip(), (raw_subtask or "").strip()
+    parts_t, parts_s = _components(task, t), _components(task, s)
+    full = [_from_components(task, p) for p in (parts_t, parts_s) if "setting" in p]
+    merged: dict[str, str] = {}
+    for parts in (parts_t, parts_s):
+        for key, value in parts.items():
+            if key == "setting":
+                continue
+            if "/" in value or merged.get(key, value) != value:
+                raise ContradictoryLabels(
+                    f"task={raw_task!r} and subtask={raw_subtask!r} contradict each other on the {key} of this "
+                    f"{task} row ({merged.get(key, value)} vs {value}); fix one of the two labels.")
+            merged[key] = value
+    derived = _from_components(task, merged)
+    candidates = set(full) | ({derived} if derived else set())
+    if len(candidates) > 1:
+        raise ContradictoryLabels(f"task={raw_task!r} and subtask={raw_subtask!r} name different settings "
+                                  f"({sorted(candidates)}) for this {task} row; fix one of the two labels.")
+    if candidates:
+        return candidates.pop()
     raise UnknownLabel(
         f"task={raw_task!r}, subtask={raw_subtask!r} in {task} maps to no setting. Known settings: "
         f"{list(SETTINGS[task])}; known raw codes: {sorted(_RAW_CODES)}; LCR labels combine "
@@ -118,8 +167,8 @@ def normalise_setting(task: str, raw_task: str, raw_subtask: str) -> str:
     )
 
 
-def check_length(value: str, row: int, source: str) -> str:
+def check_length(value: str, where: str) -> str:
     label = str(value).strip().lower()
     if label not in LENGTHS:
-        raise ValueError(f"{source} row {row}: ctx_length={value!r} is not one of {list(LENGTHS)}.")
+        raise ValueError(f"{where}: ctx_length={value!r} is not one of {list(LENGTHS)}.")
     return label
