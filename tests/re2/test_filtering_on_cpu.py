@@ -20,3 +20,11 @@ def test_metrics_hand_computed():
     assert metrics["re2/redo_reward_mean"] == pytest.approx(0.5)
     assert metrics["re2/degenerate_group_frac"] == 0.0
     assert metrics["re2/kept_frac"] == pytest.approx(4 / 6)
+
+
+def test_figures_over_absent_rows_are_left_out():
+    no_redo = re2_metrics(["correct", "incorrect"], [3, 4], [1, 0], ["a", "a"])
+    assert no_redo["re2/redo_rate"] == 0.0
+    assert not {"re2/redo_reward_mean", "re2/length/redo"} & set(no_redo)
+    all_redo = re2_metrics(["redo", "redo"], [3, 4], [0.2, 0.4], ["a", "a"])
+    assert "re2/acc_non_redo" not in all_redo and all_redo["re2/redo_reward_mean"] == pytest.approx(0.3)

@@ -20,6 +20,15 @@ def test_step_metrics_count_each_question_once():
     assert metrics["re2/redo_reward_mean"] == pytest.approx(0.4)
 
 
+def test_step_without_redo_or_without_answers_leaves_those_figures_out():
+    q = {"continuations": 4, "redo": 0, "correct": 2, "groups": 1, "degenerate_groups": 0, "grading_timeouts": 0, "kept": 4}
+    metrics = step_metrics([_info("correct", 1.0, "a/p0", q), _info("incorrect", 0.0, "a/p0", q)], ["a", "a"])
+    assert metrics["re2/redo_rate"] == 0.0 and "re2/redo_reward_mean" not in metrics and "re2/length/redo" not in metrics
+    q = {"continuations": 2, "redo": 2, "correct": 0, "groups": 1, "degenerate_groups": 1, "grading_timeouts": 0, "kept": 0}
+    metrics = step_metrics([_info("redo", 0.3, "a/p0", q), _info("redo", 0.3, "a/p0", q)], ["a", "a"])
+    assert metrics["re2/redo_rate"] == 1.0 and "re2/acc_non_redo" not in metrics
+
+
 def test_trainer_behaves_as_verls_sync_mode():
     trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
     trainer.trainer_mode = "re2_sync"

@@ -33,7 +33,8 @@ def re2_metrics(outcomes: Sequence[str], lengths: Sequence[int], rewards: Sequen
     """Per-step metrics over all generated continuations (before filtering).
 
     re2/redo_rate, re2/acc_non_redo (accuracy among non-redo rows), re2/length/{correct,incorrect,redo},
-    re2/degenerate_group_frac, re2/redo_reward_mean, re2/kept_frac.
+    re2/degenerate_group_frac, re2/redo_reward_mean, re2/kept_frac. A figure over rows the step does not have (the
+    redo reward or length with no redo row, accuracy with every row a redo) is left out, not reported as 0.
     """
     outcomes = list(outcomes)
     n = len(outcomes)
@@ -43,15 +44,15 @@ def re2_metrics(outcomes: Sequence[str], lengths: Sequence[int], rewards: Sequen
     rewards = np.asarray(rewards, dtype=np.float64)
     is_redo = np.array([o == REDO for o in outcomes])
     answered = ~is_redo
-    metrics = {
-        "re2/redo_rate": float(is_redo.mean()),
-        "re2/acc_non_redo": float(np.mean([o == CORRECT for o in outcomes if o != REDO])) if answered.any() else 0.0,
-        "re2/redo_reward_mean": float(rewards[is_redo].mean()) if is_redo.any() else 0.0,
-        "re2/num_continuations": float(n),
-    }
+    metrics = {"re2/redo_rate": float(is_redo.mean()), "re2/num_continuations": float(n)}
+    if answered.any():
+        metrics["re2/acc_non_redo"] = float(np.mean([o == CORRECT for o in outcomes if o != REDO]))
+    if is_redo.any():
+        metrics["re2/redo_reward_mean"] = float(rewards[is_redo].mean())
     for name in (CORRECT, INCORRECT, REDO):
         rows = np.array([o == name for o in outcomes])
-        metrics[f"re2/length/{name}"] = float(lengths[rows].mean()) if rows.any() else 0.0
+        if rows.any():
+            metrics[f"re2/length/{name}"] = float(lengths[rows].mean())
     groups = set(group_ids)
     metrics["re2/degenerate_group_frac"] = len(degenerate_groups(rewards, group_ids)) / len(groups)
     if kept is not None:

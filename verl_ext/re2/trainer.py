@@ -46,9 +46,12 @@ def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float
         per_question[key] = {k[len("re2_q_"):]: v for k, v in info.items() if k.startswith("re2_q_")}
     totals = {name: sum(q[name] for q in per_question.values()) for name in next(iter(per_question.values()))}
     answered = totals["continuations"] - totals["redo"]
+    if answered:
+        metrics["re2/acc_non_redo"] = totals["correct"] / answered
+    else:  # every continuation redid: no accuracy to report (absent, not 0)
+        metrics.pop("re2/acc_non_redo", None)
     metrics.update({
         "re2/redo_rate": totals["redo"] / max(totals["continuations"], 1),
-        "re2/acc_non_redo": totals["correct"] / answered if answered else 0.0,
         "re2/degenerate_group_frac": totals["degenerate_groups"] / max(totals["groups"], 1),
         "re2/kept_frac": totals["kept"] / max(totals["continuations"], 1),
         "re2/num_continuations": float(totals["continuations"]),
