@@ -7,6 +7,8 @@ import torch
 # runs none); with one, they compile.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # verl-ext's CPU platform is never auto-detected: the tests (and their Ray workers) ask for it, as a user does.
+    os.environ.setdefault("VERL_PLATFORM", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 

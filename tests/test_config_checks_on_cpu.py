@@ -37,8 +37,8 @@ def test_the_shipped_configs_pass(tmp_path):
                                               r"\. Known: \[.*'hf'.*\]\. On a machine without a GPU use"),
     ("algorithm.adv_estimator", "re22", r"adv_estimator='re22' is not a registered advantage estimator \(did you "
                                          r"mean 're2'\?\). Known: \[.*'grpo'.*'re2'.*\]"),
-    ("trainer.v1.trainer_mode", "re2_snc", r"trainer_mode='re2_snc' is not a registered v1 trainer mode \(did you "
-                                            r"mean 're2_sync'\?\)"),
+    ("trainer.v1.trainer_mode", "verl_ext_snc", r"trainer_mode='verl_ext_snc' is not a registered v1 trainer mode \(did "
+                                                 r"you mean 'verl_ext_sync'\?\)"),
     ("reward.reward_manager.name", "naiv", r"reward_manager.name='naiv' is not a registered reward manager \(did "
                                             r"you mean 'naive'\?\)"),
 ])

@@ -7,12 +7,10 @@ import sys
 
 EXPECTED = {
     "platforms": ["cpu"],
-    "current_platform": ["cpu"],
     "rollout_replicas": ["hf"],
     "rollout_adapters": ["hf/async"],
     "adv_estimators": ["re2", "re2_rebalanced"],
-    "trainers": ["elastic_sync", "re2_elastic_sync", "re2_sync"],
-    "reward_managers": ["re2"],
+    "trainers": ["verl_ext_sync"],
     "engines": ["elastic_language_model"],
 }
 

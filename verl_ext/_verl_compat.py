@@ -1,18 +1,17 @@
-"""The one module that reaches into verl 0.9.1 internals that no extension point exposes.
+"""The one module that patches verl 0.9.1 internals no extension point exposes, and the callbacks run there.
 
-Each patch is narrow, idempotent, checks that the verl object it touches still has the expected shape (so a verl
-upgrade fails loudly here instead of misbehaving later), and is listed with its reason in ``third_party/verl.md``.
-``tests/test_verl_compat_on_cpu.py`` fails if any target moves.
+Every private seam verl-ext touches is a row of ``verl_ext.seams`` (tested against verl 0.9.1; checked on the
+installed sources at first use when another version is installed). The patches, each applied by ``verl_ext.plugin``
+when verl imports the patched module, idempotent:
 
 1. ``verl.utils.distributed.initialize_global_process_group_ray`` builds the backend string
    ``"cpu:gloo,{device}:{backend}"``, which is ``"cpu:gloo,cpu:gloo"`` on a CPU platform and rejected by
    torch.distributed ("Duplicate device type cpu"). Wrapped to pass ``backend="gloo"`` there.
-   Must be installed before ``verl.workers.engine_workers`` / ``verl.checkpoint_engine.base`` import the name,
-   which holds because verl loads plugins at the end of ``import verl``.
 2. ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` maps ``(name, mode)`` to the in-worker rollout adapter and has
    no register function; the ``hf`` adapter is added to the dict.
 3. ``verl.utils.device.auto_set_device`` is the only hook verl's ``main_ppo`` calls with the whole config before
-   ``ray.init``; wrapped to run the ``driver_config`` callbacks after it (config checks, CPU preparation).
+   ``ray.init``; wrapped to run the ``driver_config_pre`` callbacks before it (a config asking for the CPU platform)
+   and the ``driver_config`` callbacks after it (config checks, CPU preparation).
 4. ``FSDPEngine._build_module`` and ``FSDPEngineWithLMHead.forward_step`` (verl's engine-based actor / reference
    model) have no model-construction or pre-forward hook; wrapped to run the ``module_built(module)`` and
    ``before_forward(module, micro_batch)`` callbacks (a method adapting the model to its config, e.g. Elastic
@@ -24,21 +23,23 @@ This module knows no method: what runs at each seam is registered with ``add_cal
 from __future__ import annotations
 
 import functools
-import inspect
+
+from verl_ext.seams import check_at_first_use
 
 HF_ROLLOUT_NAME = "hf"
 HF_ADAPTER_FQN = "verl_ext.rollout.hf_adapter.HFServerAdapter"
 
 _PATCHED_ATTR = "__verl_ext_patched__"
 
-SEAMS = ("driver_config", "module_built", "before_forward")
+SEAMS = ("driver_config_pre", "driver_config", "module_built", "before_forward")
 _CALLBACKS: dict[str, list] = {seam: [] for seam in SEAMS}
 
 
 def add_callback(seam: str, fn) -> None:
     """Run ``fn`` at ``seam`` (one of SEAMS), after those added before it; adding the same function twice is a
-    no-op. driver_config: fn(config) before Ray starts; module_built: fn(module) after verl builds an actor /
-    reference model; before_forward: fn(module, micro_batch) before each engine forward."""
+    no-op. driver_config_pre: fn(config) before verl resolves the platform; driver_config: fn(config) after it,
+    before Ray starts; module_built: fn(module) after verl builds an actor / reference model; before_forward:
+    fn(module, micro_batch) before each engine forward."""
     if seam not in _CALLBACKS:
         raise ValueError(f"unknown seam {seam!r}; known: {SEAMS}.")
     if fn not in _CALLBACKS[seam]:
@@ -50,65 +51,56 @@ def run_callbacks(seam: str, *args) -> None:
         fn(*args)
 
 
-class VerlLayoutChanged(RuntimeError):
-    """verl no longer has the object a compatibility patch targets; the pinned version is required."""
-
-
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        raise VerlLayoutChanged(
-            f"verl_ext compatibility patch target changed: {what}. verl_ext supports verl==0.9.1; "
-            "see third_party/verl.md for what each patch needs."
-        )
+def _patch(owner, name: str, make) -> None:
+    """Replace ``owner.name`` by ``make(original)``, once."""
+    original = getattr(owner, name)
+    if getattr(original, _PATCHED_ATTR, False):
+        return
+    patched = functools.wraps(original)(make(original))
+    setattr(patched, _PATCHED_ATTR, True)
+    setattr(owner, name, patched)
 
 
 def patch_process_group_backend() -> None:
+    check_at_first_use("verl")
     import verl.utils.distributed as dist_utils
 
-    original = getattr(dist_utils, "initialize_global_process_group_ray", None)
-    _require(original is not None, "verl.utils.distributed.initialize_global_process_group_ray is missing")
-    if getattr(original, _PATCHED_ATTR, False):
-        return
-    params = inspect.signature(original).parameters
-    _require("backend" in params, "initialize_global_process_group_ray lost its `backend` argument")
+    def make(original):
+        def initialize_global_process_group_ray(timeout_second=None, backend=None):
+            from verl.utils.device import get_device_name
 
-    @functools.wraps(original)
-    def initialize_global_process_group_ray(timeout_second=None, backend=None):
-        from verl.utils.device import get_device_name
+            if backend is None and get_device_name() == "cpu":
+                backend = "gloo"
+            return original(timeout_second=timeout_second, backend=backend)
 
-        if backend is None and get_device_name() == "cpu":
-            backend = "gloo"
-        return original(timeout_second=timeout_second, backend=backend)
+        return initialize_global_process_group_ray
 
-    setattr(initialize_global_process_group_ray, _PATCHED_ATTR, True)
-    dist_utils.initialize_global_process_group_ray = initialize_global_process_group_ray
+    _patch(dist_utils, "initialize_global_process_group_ray", make)
 
 
 def register_rollout_adapter(name: str = HF_ROLLOUT_NAME, fqn: str = HF_ADAPTER_FQN) -> None:
+    check_at_first_use("verl")
     import verl.workers.rollout.base as rollout_base
 
-    registry = getattr(rollout_base, "_ROLLOUT_REGISTRY", None)
-    _require(isinstance(registry, dict), "verl.workers.rollout.base._ROLLOUT_REGISTRY is no longer a dict")
-    _require(("vllm", "async") in registry, "_ROLLOUT_REGISTRY is no longer keyed by (name, mode)")
-    registry[(name, "async")] = fqn
+    rollout_base._ROLLOUT_REGISTRY[(name, "async")] = fqn
 
 
 def patch_config_check() -> None:
+    check_at_first_use("verl")
     import verl.utils.device as device_utils
 
-    original = getattr(device_utils, "auto_set_device", None)
-    _require(original is not None, "verl.utils.device.auto_set_device is missing")
-    if getattr(original, _PATCHED_ATTR, False):
-        return
+    def make(original):
+        def auto_set_device(config) -> None:
+            trainer_config = config is not None and "actor_rollout_ref" in config and "trainer" in config
+            if trainer_config:
+                run_callbacks("driver_config_pre", config)
+            original(config)
+            if trainer_config:
+                run_callbacks("driver_config", config)
 
-    @functools.wraps(original)
-    def auto_set_device(config) -> None:
-        original(config)
-        if config is not None and "actor_rollout_ref" in config and "trainer" in config:
-            run_callbacks("driver_config", config)
+        return auto_set_device
 
-    setattr(auto_set_device, _PATCHED_ATTR, True)
-    device_utils.auto_set_device = auto_set_device
+    _patch(device_utils, "auto_set_device", make)
 
 
 def register_cpu_training_engines() -> None:
@@ -123,37 +115,24 @@ def register_cpu_training_engines() -> None:
 
 
 def patch_engine_hooks() -> None:
+    check_at_first_use("verl")
     from verl.workers.engine.fsdp import transformer_impl
 
-    base, lm = getattr(transformer_impl, "FSDPEngine", None), getattr(transformer_impl, "FSDPEngineWithLMHead", None)
-    _require(base is not None and lm is not None, "verl's FSDPEngine / FSDPEngineWithLMHead moved")
-    build, forward = base.__dict__.get("_build_module"), lm.__dict__.get("forward_step")
-    _require(build is not None, "FSDPEngine._build_module is no longer defined on FSDPEngine")
-    _require(forward is not None and list(inspect.signature(forward).parameters)[1:] ==
-             ["micro_batch", "loss_function", "forward_only"],
-             "FSDPEngineWithLMHead.forward_step(micro_batch, loss_function, forward_only) changed")
-    if getattr(build, _PATCHED_ATTR, False):
-        return
+    def make_build(build):
+        def _build_module(self):
+            module = build(self)
+            run_callbacks("module_built", module)
+            return module
 
-    @functools.wraps(build)
-    def _build_module(self):
-        module = build(self)
-        run_callbacks("module_built", module)
-        return module
+        return _build_module
 
-    @functools.wraps(forward)
-    def forward_step(self, micro_batch, loss_function, forward_only):
-        run_callbacks("before_forward", self.module, micro_batch)
-        return forward(self, micro_batch, loss_function, forward_only)
+    def make_forward(forward):
+        def forward_step(self, micro_batch, loss_function, forward_only):
+            run_callbacks("before_forward", self.module, micro_batch)
+            return forward(self, micro_batch, loss_function, forward_only)
 
-    for fn in (_build_module, forward_step):
-        setattr(fn, _PATCHED_ATTR, True)
-    base._build_module = _build_module
-    lm.forward_step = forward_step
+        return forward_step
 
-
-def install() -> None:
-    patch_process_group_backend()
-    register_rollout_adapter()
-    patch_config_check()
-    patch_engine_hooks()
+    # Patch the methods where they are defined (subclasses of FSDPEngine inherit the wrapped build).
+    _patch(transformer_impl.FSDPEngine, "_build_module", make_build)
+    _patch(transformer_impl.FSDPEngineWithLMHead, "forward_step", make_forward)

@@ -1,9 +1,22 @@
-"""Shared by verl-ext's registered v1 trainer modes."""
+"""``verl_ext_sync``: verl's synchronous v1 trainer plus the per-step and validation metrics that methods
+contribute (``trainer.v1.trainer_mode=verl_ext_sync``). One mode serves Re², Elastic Attention and both together:
+each method registers contributors (``verl_ext.metric_contributors``, from ``verl_ext.plugin``), and a contributor
+whose fields are absent from a batch contributes nothing. This module knows no method.
 
+The step is verl's own; only metrics are added.
+"""
+
+from __future__ import annotations
+
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+from verl_ext.metric_contributors import contributors
+from verl_ext.tq_keys import question_of_key
 
 class ReportsSyncMode:
     """verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules, so a trainer registered under
-    another name (``re2_sync``, ``elastic_sync``, ...) reports ``sync``; the name it was selected by is kept."""
+    another name reports ``sync``; the name it was selected by is kept in ``selected_mode``."""
 
     @property
     def trainer_mode(self) -> str:
@@ -12,3 +25,28 @@ class ReportsSyncMode:
     @trainer_mode.setter
     def trainer_mode(self, value: str) -> None:
         self.selected_mode = value
+
+
+@register_trainer("verl_ext_sync")
+class VerlExtSyncTrainer(ReportsSyncMode, PPOTrainerSync):
+    """verl's ``sync`` trainer plus the registered metric contributors."""
+
+    def _compute_advantage(self, batch, metrics: dict):
+        step = contributors("step")
+        keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
+        if step and keys:
+            import transfer_queue as tq
+
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+            extra = [e if isinstance(e, dict) else {} for e in data.pop("extra_fields").tolist()]
+            questions = [question_of_key(k) for k in keys]
+            for fn in step:
+                metrics.update(fn(extra, questions))
+        return super()._compute_advantage(batch, metrics)
+
+    def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs):
+        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns,
+                                              **kwargs)
+        for fn in contributors("validation"):
+            metrics.update(fn(data_sources, sample_uids, reward_extra_infos_dict))
+        return metrics

@@ -2,7 +2,7 @@
 # GRPO with an Elastic Attention actor and rollout. Usage:
 #   bash recipes/elastic_attention/run_grpo_elastic.sh MODEL_DIR ROUTERS TRAIN_PARQUET VAL_PARQUET EXPERIMENT [overrides...]
 # ROUTERS: a router adapter from run_router_training.sh (or an official checkpoint). For Re², use
-# recipes/re2/run_re2.sh with trainer.v1.trainer_mode=re2_elastic_sync and the same override_config keys.
+# recipes/re2/run_re2.sh with the same override_config keys (both use trainer.v1.trainer_mode=verl_ext_sync).
 set -euo pipefail
 if [ $# -lt 5 ]; then
   sed -n '2,5p' "$0"; exit 2

@@ -8,20 +8,53 @@ import torch
 from verl_ext.platform.cpu import PlatformCPU
 
 
-def _platform_in_subprocess(env_overrides: dict) -> str:
+def _platform_in_subprocess(env_overrides: dict, code: str = "") -> str:
     env = {k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}
     env.update(env_overrides)
-    code = "import verl; from verl.utils.device import get_device_name; print(get_device_name())"
+    code = code or "import verl; from verl.utils.device import get_device_name; print(get_device_name())"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="auto-detection picks the accelerator when there is one")
-def test_auto_detected_without_an_accelerator():
-    assert _platform_in_subprocess({}) == "cpu"
+def test_never_chosen_by_auto_detection():
+    """A process without a GPU is not a CPU job by itself (a CPU-only Ray head node drives GPU workers): verl's own
+    choice stands, exactly as without verl-ext."""
+    code = ("import verl, verl.plugin.platform.platform_manager as m; import verl_ext.plugin;"
+            "assert m._current_platform is None, 'importing verl resolved the platform';"
+            "print(m._detect_platform_name())")
+    plain = _platform_in_subprocess({"VERL_USE_EXTERNAL_PLUGINS": "none"}, code.replace("import verl_ext.plugin;", ""))
+    assert _platform_in_subprocess({}, code) == plain
+    assert PlatformCPU().is_platform_available() is False
 
 
 def test_selected_by_env():
     assert _platform_in_subprocess({"VERL_PLATFORM": "cpu"}) == "cpu"
+
+
+def test_env_set_after_import_is_still_honoured():
+    """Registration resolves nothing, so VERL_PLATFORM set after ``import verl`` (before first use) decides."""
+    code = ("import os, verl; os.environ['VERL_PLATFORM'] = 'cpu';"
+            "from verl.utils.device import get_device_name; print(get_device_name())")
+    assert _platform_in_subprocess({}, code) == "cpu"
+
+
+def test_selected_by_the_config_key(monkeypatch):
+    """verl_ext.platform: cpu (the CPU configs) selects it in the driver and hands it to the Ray workers."""
+    from omegaconf import OmegaConf
+
+    from verl_ext.config_checks import ConfigError
+    from verl_ext.platform.cpu import request_cpu_platform_from_config
+
+    monkeypatch.delenv("VERL_PLATFORM", raising=False)
+    config = OmegaConf.create({"verl_ext": {"platform": "cpu"}, "ray_kwargs": {"ray_init": {}}})
+    request_cpu_platform_from_config(config)
+    assert os.environ["VERL_PLATFORM"] == "cpu"
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM == "cpu"
+    monkeypatch.setenv("VERL_PLATFORM", "nvidia")
+    with pytest.raises(ConfigError, match="verl_ext.platform=cpu but VERL_PLATFORM='nvidia'"):
+        request_cpu_platform_from_config(config)
+    with pytest.raises(ConfigError, match="the only platform verl-ext selects is 'cpu'"):
+        request_cpu_platform_from_config(OmegaConf.create({"verl_ext": {"platform": "npu"}}))
+    request_cpu_platform_from_config(OmegaConf.create({"trainer": {}}))  # no key: nothing happens
 
 
 def test_device_helpers():

@@ -1,6 +1,7 @@
 import pytest
 
-from verl_ext.re2.trainer import Re2PPOTrainer, step_metrics
+from verl_ext.re2.trainer import step_metrics
+from verl_ext.trainer_mode import VerlExtSyncTrainer
 
 
 def _info(outcome, score, group, q_counts):
@@ -30,9 +31,9 @@ def test_step_without_redo_or_without_answers_leaves_those_figures_out():
 
 
 def test_trainer_behaves_as_verls_sync_mode():
-    trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
-    trainer.trainer_mode = "re2_sync"
-    assert trainer.trainer_mode == "sync" and trainer.selected_mode == "re2_sync"
+    trainer = VerlExtSyncTrainer.__new__(VerlExtSyncTrainer)
+    trainer.trainer_mode = "verl_ext_sync"
+    assert trainer.trainer_mode == "sync" and trainer.selected_mode == "verl_ext_sync"
 
 
 def test_validation_accuracy_under_the_redo_rule():
@@ -49,8 +50,11 @@ def test_validation_accuracy_under_the_redo_rule():
 def test_trainer_adds_redo_rule_metrics_to_verls(monkeypatch):
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
+    from verl_ext.metric_contributors import add_metric_contributor
+
+    add_metric_contributor("re2_validation", "verl_ext.re2.trainer:validation_metric_contributor", kind="validation")
     monkeypatch.setattr(PPOTrainer, "_val_metrics_update", lambda self, *a, **k: {"val-core/math/acc/mean@2": 0.5})
-    trainer = Re2PPOTrainer.__new__(Re2PPOTrainer)
+    trainer = VerlExtSyncTrainer.__new__(VerlExtSyncTrainer)
     out = trainer._val_metrics_update(["math"] * 2, ["q", "q"], {"acc": [1, 0], "redo": [0, 1]}, [2, 2])
     assert out == {"val-core/math/acc/mean@2": 0.5, "val-core/math/re2_avg_redo_rule": 1.0,
                    "val-aux/math/re2_redo_rate": 0.5}

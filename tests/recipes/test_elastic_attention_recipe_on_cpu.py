@@ -96,10 +96,9 @@ def test_grpo_elastic_vllm_config_follows_the_actor(tmp_path):
 
 
 def test_vllm_rollout_settings_must_be_the_actors():
-    """The elastic trainer modes refuse a vLLM rollout routed differently from the actor (or not at all)."""
+    """A vLLM rollout routed differently from the actor (or not at all) is refused in the driver."""
     import pytest
 
-    from verl_ext.elastic_attention.trainer import ElasticRolloutMetrics
     from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
 
     def compose_vllm(*extra):
@@ -119,13 +118,10 @@ def test_vllm_rollout_settings_must_be_the_actors():
                      overrides=["+actor_rollout_ref.model.override_config.elastic_window=9"])
     check_rollout_matches_actor(hf)  # the hf rollout reads the actor's own keys
 
-    class Base:
-        def __init__(self, config):
-            self.config = config
+    # In the driver, before Ray starts: the registered config check refuses it (ConfigError naming the key).
+    from verl_ext.config_checks import ConfigError
+    from verl_ext.elastic_attention.verl_actor import check_override_config
 
-    class Trainer(ElasticRolloutMetrics, Base):
-        pass
-
-    with pytest.raises(ValueError, match="elastic_window"):
-        Trainer(compose_vllm("+actor_rollout_ref.model.override_config.elastic_window=1024"))
-    assert Trainer(compose_vllm()).config is not None
+    with pytest.raises(ConfigError, match="elastic_window actor=1024 rollout=2048"):
+        check_override_config(compose_vllm("+actor_rollout_ref.model.override_config.elastic_window=1024"))
+    check_override_config(compose_vllm())

@@ -84,6 +84,9 @@ def _init_process_group() -> None:
 def run(config) -> None:
     from omegaconf import open_dict
 
+    from verl_ext.platform.cpu import request_cpu_platform_from_config
+
+    request_cpu_platform_from_config(config)  # verl_ext.platform: cpu (the CPU configs) selects the CPU platform
     _init_process_group()
     with open_dict(config):
         config.trainer.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -82,9 +82,18 @@ def check_override_config(config) -> None:
         if str(key).startswith("elastic") and key not in known or (key not in known and nearest(key, [SWITCH])):
             raise ConfigError(f"{source}.{key}: unknown Elastic Attention key{nearest(key, known)}. Known: {known}.")
     try:
-        settings_from_hf_config(SimpleNamespace(**{str(k): v for k, v in override.items()}), source)
+        settings = settings_from_hf_config(SimpleNamespace(**{str(k): v for k, v in override.items()}), source)
+        from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
+
+        check_rollout_matches_actor(config)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: {err}") from err
+    if settings is not None and get(config, "actor_rollout_ref.rollout.name") == "vllm":
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "elastic attention with the vLLM rollout: elastic/rollout_msr is not logged (vLLM outputs carry no "
+            "per-response routing; its workers keep totals: verl_ext.elastic_attention.vllm_models.routing_report).")
 
 
 def prepare_module(module) -> Optional[ActorElasticSettings]:

@@ -23,16 +23,21 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 import torch
-from vllm.forward_context import get_forward_context, is_forward_context_available
-from vllm.model_executor.models.llama import LlamaForCausalLM
-from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
-from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
-from verl_ext.elastic_attention.hf import SUPPORTED, ElasticAttentionConfig, _use_triton
-from verl_ext.elastic_attention.packed import packed_forward
-from verl_ext.elastic_attention.router import ElasticRouter
-from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
-from verl_ext.elastic_attention.vllm_plugin import StepRouting, check_engine, routed_segments, vllm_weight_name
+from verl_ext.seams import check_at_first_use
+
+check_at_first_use("vllm")  # another vLLM than the one the seams were checked against: check them now
+
+from vllm.forward_context import get_forward_context, is_forward_context_available  # noqa: E402
+from vllm.model_executor.models.llama import LlamaForCausalLM  # noqa: E402
+from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM  # noqa: E402
+from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM  # noqa: E402
+
+from verl_ext.elastic_attention.hf import SUPPORTED, ElasticAttentionConfig, _use_triton  # noqa: E402
+from verl_ext.elastic_attention.packed import packed_forward  # noqa: E402
+from verl_ext.elastic_attention.router import ElasticRouter  # noqa: E402
+from verl_ext.elastic_attention.verl_actor import settings_from_hf_config  # noqa: E402
+from verl_ext.elastic_attention.vllm_plugin import StepRouting, check_engine, routed_segments, vllm_weight_name  # noqa: E402
 
 SOURCE = "hf_overrides"  # where a vLLM user sets the elastic_* keys
 

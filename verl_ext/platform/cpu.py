@@ -2,8 +2,11 @@
 
 verl 0.9.1 resolves its platform once per process (``verl.plugin.platform.get_platform``): ``VERL_PLATFORM`` wins,
 otherwise the first registered platform whose ``is_platform_available`` is true, otherwise ``nvidia``. This class
-is registered under ``cpu`` after the built-in platforms, and reports itself available only when none of them is,
-so a CPU-only process picks it without configuration and a GPU machine is unaffected.
+is registered under ``cpu`` and never claims auto-detection: a process without a GPU is not necessarily a CPU job
+(a CPU-only Ray head node driving GPU workers must still behave as a CUDA job, which verl's ``nvidia`` fallback
+gives). The CPU platform is chosen only when asked: ``VERL_PLATFORM=cpu``, or the trainer config key
+``verl_ext.platform: cpu`` (set by the CPU recipes and ``python -m verl_ext.cpu_smoke``), which the driver turns
+into ``VERL_PLATFORM=cpu`` for itself and every Ray worker before verl resolves the platform.
 
 Ray placement: verl builds placement-group bundles as ``{"CPU": k, <ray_resource_name>: 1}`` and checks the
 cluster for ``GPU``/``NPU`` resources only, so a CPU rank is a *logical* ``GPU`` slot. ``verl_ext`` declares those
@@ -44,17 +47,8 @@ class PlatformCPU(PlatformBase):
         return True
 
     def is_platform_available(self, use_smi_check: bool = False) -> bool:
-        # Chosen by auto-detection only when no registered accelerator platform claims the host.
-        for name in PlatformRegistry.registered_names():
-            platform_cls = PlatformRegistry.get(name)
-            if platform_cls is None or issubclass(platform_cls, PlatformCPU):
-                continue
-            try:
-                if platform_cls().is_platform_available(use_smi_check=use_smi_check):
-                    return False
-            except Exception:  # noqa: BLE001 - a broken accelerator probe means "not that accelerator"
-                continue
-        return True
+        # Never chosen by auto-detection (see the module doc): only by VERL_PLATFORM=cpu or verl_ext.platform=cpu.
+        return False
 
     def current_device(self) -> str:  # type: ignore[override]
         # verl passes this straight to ``tensor.to(...)`` / ``device=``; an int would mean an accelerator index.
@@ -124,11 +118,41 @@ def register_cpu_platform() -> None:
 
 
 def cpu_platform_selected() -> bool:
-    """True when this process's verl platform is the CPU one."""
+    """True when this process's verl platform is the CPU one (resolves verl's platform if it is not yet)."""
     from verl.plugin.platform import get_platform
 
     return get_platform().device_name == "cpu"
 
 
-def cpu_requested_by_env() -> bool:
-    return os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME
+CONFIG_KEY = "verl_ext.platform"
+
+
+def request_cpu_platform_from_config(config) -> None:
+    """Driver, before verl resolves the platform: ``verl_ext.platform: cpu`` in the trainer config selects the CPU
+    platform here (``VERL_PLATFORM=cpu``) and in every Ray worker (the runtime environment's env_vars)."""
+    from omegaconf import open_dict
+
+    from verl_ext.config_checks import ConfigError, get
+
+    wanted = get(config, CONFIG_KEY)
+    if wanted is None:
+        return
+    if str(wanted).lower() != PLATFORM_NAME:
+        raise ConfigError(f"{CONFIG_KEY}={wanted!r}: the only platform verl-ext selects is 'cpu'; drop the key to let "
+                          "verl choose the accelerator.")
+    env = os.environ.get("VERL_PLATFORM", "").strip().lower()
+    if env and env != PLATFORM_NAME:
+        raise ConfigError(f"{CONFIG_KEY}=cpu but VERL_PLATFORM={env!r}; unset VERL_PLATFORM or drop the key.")
+    os.environ["VERL_PLATFORM"] = PLATFORM_NAME
+    import verl.plugin.platform.platform_manager as manager
+
+    if manager._current_platform is not None and manager._current_platform.device_name != PLATFORM_NAME:
+        manager.set_platform(PlatformCPU())  # resolved before the config was read (an import that asked early)
+    if "ray_kwargs" in config:  # a Ray trainer: workers on other nodes learn it from the runtime environment
+        with open_dict(config):
+            node = config.ray_kwargs
+            for key in ("ray_init", "runtime_env", "env_vars"):
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+            node["VERL_PLATFORM"] = PLATFORM_NAME

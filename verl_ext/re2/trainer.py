@@ -1,19 +1,12 @@
-"""``re2_sync``: verl's synchronous v1 PPO trainer plus Re²'s per-step metrics (``trainer.v1.trainer_mode=re2_sync``).
-
-Registered with verl's ``register_trainer``. The only change is a hook around the advantage computation that reads
-the rows' ``reward_extra_info`` (written by ``Re2AgentLoopWorker``) from TransferQueue and logs ``re2/*`` and
-``grading/timeouts``, and validation adds accuracy under the redo rule per data source; the training step itself
-is verl's.
+"""Re²'s metrics for the ``verl_ext_sync`` trainer mode (``verl_ext.trainer_mode``): per step, from the rows'
+``reward_extra_info`` (written by ``Re2AgentLoopWorker``), ``re2/*`` and ``grading/*``; per validation, accuracy
+under the redo rule and the redo rate per data source.
 """
 
 from __future__ import annotations
 
-from verl.trainer.ppo.v1.trainer_base import register_trainer
-from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
-
 from verl_ext.re2.evaluation import Sample, avg_at_k
 from verl_ext.re2.filtering import re2_metrics
-from verl_ext.trainer_mode import ReportsSyncMode
 
 
 def redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos: dict) -> dict[str, float]:
@@ -62,24 +55,14 @@ def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float
     return metrics
 
 
-@register_trainer("re2_sync")
-class Re2PPOTrainer(ReportsSyncMode, PPOTrainerSync):
-    """verl's ``sync`` trainer plus Re²'s metrics (reports ``sync``, see ``ReportsSyncMode``)."""
+def step_metric_contributor(extra_fields: list[dict], question_keys: list[str]) -> dict[str, float]:
+    """``verl_ext_sync`` step contributor: Re²'s metrics when the rows carry Re²'s reward_extra_info."""
+    infos = [e.get("reward_extra_info", {}) for e in extra_fields]
+    if not infos or not all("re2_outcome" in i for i in infos):
+        return {}
+    return step_metrics(infos, question_keys)
 
-    def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs):
-        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs)
-        metrics.update(redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos_dict))
-        return metrics
 
-    def _compute_advantage(self, batch, metrics: dict):
-        import transfer_queue as tq
-
-        rows = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
-        keys = [batch.keys[i] for i in rows]
-        if keys:
-            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
-            extra = data.pop("extra_fields").tolist()
-            infos = [e.get("reward_extra_info", {}) if isinstance(e, dict) else {} for e in extra]
-            if all("re2_outcome" in i for i in infos):
-                metrics.update(step_metrics(infos, [k.split("_")[0] for k in keys]))
-        return super()._compute_advantage(batch, metrics)
+def validation_metric_contributor(data_sources, sample_uids, reward_extra_infos: dict) -> dict[str, float]:
+    """``verl_ext_sync`` validation contributor: accuracy under the redo rule and the redo rate per data source."""
+    return redo_rule_validation_metrics(data_sources, sample_uids, reward_extra_infos)

@@ -1,0 +1,244 @@
+"""Every private verl / vLLM seam verl-ext patches, subclasses, overrides or reads, listed once, with the version it
+was checked against.
+
+Each row is checked on the seam's *source* (``ast``), never by importing it, so the same check runs against the
+installed verl, an installed vLLM, or the files of a vLLM wheel that cannot be imported here (vLLM 0.24.0, verl's
+pin, is GPU-only). ``tests/test_seams_on_cpu.py`` runs one test per row; ``check_at_first_use`` runs them once in a
+process whose installed version is not the one checked, and stops with the failing rows named.
+
+Kinds: ``patch`` (verl-ext replaces it), ``override`` (a subclass of ours redefines it), ``subclass`` (we derive
+from the class), ``call`` (we call it), ``read`` (we read or write the attribute / module global).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import importlib.util
+import logging
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional
+
+logger = logging.getLogger(__name__)
+
+CHECKED = {"verl": "0.9.1", "vllm": "0.24.0"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Seam:
+    package: str  # "verl" or "vllm"
+    module: str
+    path: str  # "name", "Class", "Class.method" or "Class.attribute" inside the module
+    kind: str
+    expect: tuple = ()  # leading parameter names of a function, or source snippets that must appear in it
+    why: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.module}:{self.path}"
+
+
+_TRAINER = "verl.trainer.ppo.v1.trainer_base"
+_FSDP = "verl.workers.engine.fsdp.transformer_impl"
+_ATTN = "vllm.model_executor.layers.attention.attention"
+
+SEAMS: tuple[Seam, ...] = (
+    # verl 0.9.1
+    Seam("verl", "verl.utils.distributed", "initialize_global_process_group_ray", "patch",
+         ("timeout_second", "backend"), "the CPU platform's process group is gloo alone"),
+    Seam("verl", "verl.workers.rollout.base", "_ROLLOUT_REGISTRY", "read", ('("vllm", "async")',),
+         "the hf rollout adapter, keyed (name, mode); verl has no register function"),
+    Seam("verl", "verl.workers.rollout.base", "BaseRollout", "subclass", (), "the hf rollout adapter"),
+    Seam("verl", "verl.workers.rollout.replica", "RolloutReplicaRegistry._registry", "read", (),
+         "the hf replica's registration is checked by name"),
+    Seam("verl", "verl.workers.rollout.replica", "RolloutReplica.launch_servers", "override", ("self",),
+         "the hf replica starts its own server actors"),
+    Seam("verl", "verl.utils.device", "auto_set_device", "patch", ("config",),
+         "the only driver hook with the whole config before Ray starts: config checks, CPU platform"),
+    Seam("verl", "verl.plugin.platform.platform_manager", "_current_platform", "read", (),
+         "a config asking for the CPU platform after verl resolved another"),
+    Seam("verl", "verl.plugin.platform.platform_manager", "_detect_platform_name", "call", (),
+         "the doctor reports what verl will pick"),
+    Seam("verl", "verl.workers.engine.base", "EngineRegistry._engines", "read", (),
+         "engine registrations are checked before adding ours"),
+    Seam("verl", _FSDP, "FSDPEngine._build_module", "patch", ("self", 'model_type == "language_model"'),
+         "the module_built seam; router training stamps model_type back to language_model before it"),
+    Seam("verl", _FSDP, "FSDPEngineWithLMHead.forward_step", "patch",
+         ("self", "micro_batch", "loss_function", "forward_only"), "the before_forward seam (prompt lengths)"),
+    Seam("verl", _FSDP, "FSDPEngine._build_optimizer", "override", ("self", "module"),
+         "router training's descending / ascending parameter groups"),
+    Seam("verl", _FSDP, "FSDPEngine.optimizer_step", "override", ("self",),
+         "router training averages the multipliers' gradients first"),
+    Seam("verl", "verl.trainer.sft_trainer", "SFTTrainer._build_engine", "override", ("self",),
+         "router training builds the engine under its own model type (body restated: third_party/verl.md)"),
+    Seam("verl", _TRAINER, "PPOTrainer._compute_advantage", "override", ("self", "batch", "metrics"),
+         "verl_ext_sync's step metrics"),
+    Seam("verl", _TRAINER, "PPOTrainer._val_metrics_update", "override",
+         ("self", "data_sources", "sample_uids", "reward_extra_infos_dict", "sample_turns"),
+         "verl_ext_sync's validation metrics"),
+    Seam("verl", _TRAINER, "PPOTrainer._build_replay_buffer", "read", ('self.trainer_mode == "sync"',),
+         "a registered trainer mode reports 'sync' for verl's literal checks"),
+    Seam("verl", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ._run_prompt", "override",
+         ("self", "prompt", "sampling_params", "trajectory", "trace"), "Re²'s two-stage rollout per question"),
+    Seam("verl", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ._agent_loop_postprocess", "call",
+         ("self", "output", "validate"), "Re²'s rows go through verl's own post-processing"),
+    Seam("verl", "verl.trainer.ppo.v1.replay_buffer", "ReplayBuffer.__init__", "subclass", ("self",
+         "poll_interval"), "the CPU recipes' replay buffer polls faster (trainer.v1.sampler.custom_sampler)"),
+    # vLLM 0.24.0 (the elastic vLLM model classes)
+    Seam("vllm", "vllm.forward_context", "get_forward_context", "call", (), "per-step routing state"),
+    Seam("vllm", "vllm.forward_context", "is_forward_context_available", "call", (), "profiling runs route nothing"),
+    Seam("vllm", "vllm.forward_context", "ForwardContext.attn_metadata", "read", (), "each layer's step metadata"),
+    Seam("vllm", "vllm.model_executor.models.qwen2", "Qwen2ForCausalLM.__init__", "subclass",
+         ("self", "vllm_config", "prefix"), "ElasticQwen2ForCausalLM"),
+    Seam("vllm", "vllm.model_executor.models.qwen2", "Qwen2ForCausalLM.load_weights", "override",
+         ("self", "weights"), "router tensors load beside the backbone"),
+    Seam("vllm", "vllm.model_executor.models.qwen3", "Qwen3ForCausalLM.__init__", "subclass",
+         ("self", "vllm_config", "prefix"), "ElasticQwen3ForCausalLM"),
+    Seam("vllm", "vllm.model_executor.models.llama", "LlamaForCausalLM.__init__", "subclass",
+         ("self", "vllm_config", "prefix"), "ElasticLlamaForCausalLM"),
+    Seam("vllm", "vllm.model_executor.models.llama", "LlamaForCausalLM.load_weights", "override",
+         ("self", "weights"), "router tensors load beside the backbone"),
+    Seam("vllm", "vllm.model_executor.models.qwen3", "Qwen3Attention.k_norm", "read", (),
+         "pre-RoPE keys after k_norm"),
+    *(Seam("vllm", f"vllm.model_executor.models.{m}", f"{c}.{a}", "read", (), "the routed prefill's shapes and hooks")
+      for m, c in (("qwen2", "Qwen2Attention"), ("llama", "LlamaAttention"))
+      for a in ("qkv_proj", "q_size", "kv_size", "num_kv_heads", "num_heads", "head_dim", "scaling", "attn")),
+    Seam("vllm", _ATTN, "Attention.forward", "patch", ("self", "query", "key", "value"),
+         "wrapped per layer: routed prompts attend in their modes"),
+    Seam("vllm", _ATTN, "Attention.layer_name", "read", (), "the layer's metadata in the forward context"),
+    Seam("vllm", _ATTN, "Attention.attn_backend", "read", (), "whether the cache write runs apart"),
+    Seam("vllm", _ATTN, "Attention.kv_sharing_target_layer_name", "read", (), "shared caches keep vLLM's path"),
+    Seam("vllm", _ATTN, "unified_kv_cache_update", "call", ("key", "value", "layer_name"),
+         "prefill-only steps write the paged cache and skip vLLM's attention"),
+    Seam("vllm", "vllm.v1.attention.backends.flash_attn", "FlashAttentionMetadata.query_start_loc", "read", (),
+         "which requests prefill their whole prompt in a step"),
+    Seam("vllm", "vllm.v1.attention.backends.flash_attn", "FlashAttentionMetadata.seq_lens", "read", (), ""),
+    Seam("vllm", "vllm.v1.attention.backends.flash_attn", "FlashAttentionMetadata.num_actual_tokens", "read", (),
+         ""),
+    Seam("vllm", "vllm.config.model", "ModelConfig.enforce_eager", "read", (), "engine checks"),
+    Seam("vllm", "vllm.config.cache", "CacheConfig.enable_prefix_caching", "read", (), "engine checks"),
+    Seam("vllm", "vllm.config.scheduler", "SchedulerConfig.enable_chunked_prefill", "read", (), "engine checks"),
+    Seam("vllm", "vllm.config.scheduler", "SchedulerConfig.max_num_batched_tokens", "read", (), "engine checks"),
+    Seam("vllm", "vllm.config.parallel", "ParallelConfig.pipeline_parallel_size", "read", (), "engine checks"),
+    Seam("vllm", "vllm.config.vllm", "VllmConfig.speculative_config", "read", (), "engine checks"),
+    Seam("vllm", "vllm.model_executor.models.registry", "_ModelRegistry.register_model", "call",
+         ("self", "model_arch", "model_cls"), "the elastic architectures are registered by name"),
+)
+
+
+class SeamChanged(RuntimeError):
+    """An installed verl / vLLM no longer has a seam verl-ext relies on; the message names each one."""
+
+
+# -- reading sources --------------------------------------------------------------------------------------------
+
+SourceOf = Callable[[str], Optional[str]]
+
+
+def installed_source(module: str) -> Optional[str]:
+    """The source of an installed module, found without importing it (None when absent)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin).read_text()
+
+
+def wheel_source(wheel: str | Path) -> SourceOf:
+    """Sources read from a wheel file (e.g. ``pip download --no-deps vllm==0.24.0``), nothing installed."""
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+
+    def source(module: str) -> Optional[str]:
+        base = module.replace(".", "/")
+        for candidate in (f"{base}.py", f"{base}/__init__.py"):
+            if candidate in names:
+                return archive.read(candidate).decode()
+        return None
+
+    return source
+
+
+def _class(tree: ast.Module, name: str) -> Optional[ast.ClassDef]:
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+def _assigned(node: ast.AST, name: str) -> bool:
+    """``name`` assigned in a class body (plain or annotated) or as ``self.name`` in one of its methods."""
+    for sub in ast.walk(node):
+        targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target] if isinstance(
+            sub, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id == name:
+                return True
+            if isinstance(target, ast.Attribute) and target.attr == name and isinstance(target.value, ast.Name) \
+                    and target.value.id == "self":
+                return True
+    return False
+
+
+def _params(fn: ast.FunctionDef) -> list[str]:
+    args = fn.args
+    return [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+
+
+def problem(seam: Seam, source: SourceOf) -> Optional[str]:
+    """Why ``seam`` does not hold in the given sources, or None."""
+    text = source(seam.module)
+    if text is None:
+        return f"module {seam.module} is missing"
+    tree = ast.parse(text)
+    head, _, tail = seam.path.partition(".")
+    scope: ast.AST = tree
+    if tail:
+        cls = _class(tree, head)
+        if cls is None:
+            return f"class {head} is missing from {seam.module}"
+        scope, head = cls, tail
+    fn = next((n for n in ast.iter_child_nodes(scope) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and n.name == head), None)
+    if fn is None:
+        if isinstance(scope, ast.Module) and _class(tree, head) is not None:
+            return None  # a class that exists
+        if _assigned(scope, head):
+            snippet = ast.get_source_segment(text, scope) if scope is not tree else text
+            missing = [s for s in seam.expect if s not in (snippet or "")]
+            return f"{seam.path} lacks {missing}" if missing else None
+        return f"{seam.path} is missing from {seam.module}"
+    params = _params(fn)
+    names = [e for e in seam.expect if e.isidentifier()]
+    snippets = [e for e in seam.expect if not e.isidentifier()]
+    if names and [p for p in params if p in names] != names:
+        return f"{seam.path} takes {params}; verl-ext relies on {names}"
+    body = ast.get_source_segment(text, fn) or ""
+    missing = [s for s in snippets if s not in body]
+    return f"{seam.path} no longer contains {missing}" if missing else None
+
+
+def problems(package: str, source: SourceOf = installed_source) -> dict[str, str]:
+    """{seam id: problem} for every row of ``package`` that does not hold."""
+    return {s.id: p for s in SEAMS if s.package == package for p in [problem(s, source)] if p}
+
+
+@functools.lru_cache(maxsize=None)
+def check_at_first_use(package: str) -> None:
+    """Once per process: with the version these rows were checked against, nothing to do; with another, check
+    every row on the installed sources and stop, naming each seam that moved."""
+    try:
+        installed = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return
+    if installed == CHECKED[package]:
+        return
+    found = problems(package)
+    if found:
+        raise SeamChanged(f"{package} {installed} is installed; verl-ext was checked against {package} "
+                          f"{CHECKED[package]} and these seams moved: " + "; ".join(f"{k}: {v}" for k, v in found.items())
+                          + f". Install {package}=={CHECKED[package]} (pip install \"verl-ext[vllm]\").")
+    logger.info("%s %s differs from the %s verl-ext was checked against, but every seam it uses holds.", package,
+                installed, CHECKED[package])
