@@ -7,8 +7,8 @@ from typing import Optional
 
 import torch
 
-import triton
 
+from ._triton import triton
 from .ops import DTYPES, _alloc, _check_triton, _unit_last, dot_flags, resolve_backend
 from .reference import SINK, WINDOW
 

@@ -16,9 +16,9 @@ import os
 from typing import Optional
 
 import torch
-import triton
 
 from . import modes as M
+from ._triton import HAVE_TRITON, triton
 from .reference import SINK, WINDOW, full_attention, streaming_attention
 from .xattention import block_sparse_attention
 
@@ -38,7 +38,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend={backend!r} must be 'auto', 'triton' or 'reference'.")
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if backend == "auto":
-        return "triton" if device.type == "cuda" or (device.type == "cpu" and interpret) else "reference"
+        usable = HAVE_TRITON and (device.type == "cuda" or (device.type == "cpu" and interpret))
+        return "triton" if usable else "reference"
+    if backend == "triton" and not HAVE_TRITON:
+        raise ValueError("backend='triton' needs triton, which is not installed (torch's CUDA builds bring it); "
+                         "use backend='reference' (or 'auto').")
     if backend == "triton" and device.type == "cpu" and not interpret:
         raise ValueError("backend='triton' on CPU needs TRITON_INTERPRET=1 set before triton is imported; "
                          "use backend='reference' (or 'auto') for the PyTorch reference.")

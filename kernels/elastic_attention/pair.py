@@ -12,8 +12,8 @@ import math
 from typing import Optional
 
 import torch
-import triton
 
+from ._triton import triton
 from .modes import STREAMING, STREAMING_BLOCKS
 from .ops import (_alloc, _check_tensors, _check_triton, _packed, dot_flags, fill_outside, token_owner,
                   resolve_backend, sequences, tuned)
