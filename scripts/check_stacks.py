@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,22 +37,26 @@ def dry_run(python: str, requirements: list[str], pins: dict[str, str], build_is
     with tempfile.TemporaryDirectory() as tmp:
         constraints, report = Path(tmp) / "pins.txt", Path(tmp) / "report.json"
         constraints.write_text("".join(f"{k}=={v}\n" for k, v in pins.items()))
-        cmd = [python, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+        cmd = [python, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check",
                "--ignore-installed", "--report", str(report), "-c", str(constraints), *requirements]
         if not build_isolation:
             cmd.append("--no-build-isolation")
         env = dict(os.environ, FLASH_ATTENTION_SKIP_CUDA_BUILD="TRUE")
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
         if res.returncode != 0:
-            lines = [line for line in res.stderr.splitlines() if line.strip() and "Location" not in line]
-            return False, {}, "\n".join(lines[-12:])
-        installed = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+            lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip() and "Location" not in line]
+            return False, {}, "\n".join(lines[-24:])
+        installed = {_name(item["metadata"]["name"]): item["metadata"]["version"]
                      for item in json.loads(report.read_text())["install"]}
         return True, installed, ""
 
 
+def _name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: flash_attn == flash-attn
+
+
 def moved(pins: dict[str, str], installed: dict[str, str]) -> dict[str, str]:
-    return {k: installed.get(k.lower(), "absent") for k, v in pins.items() if installed.get(k.lower()) != v}
+    return {k: installed.get(_name(k), "absent") for k, v in pins.items() if installed.get(_name(k)) != v}
 
 
 def check(stack: str, python: str) -> bool:
@@ -74,8 +79,9 @@ def check(stack: str, python: str) -> bool:
     culprit = next(k for k in pins if k not in BASE and k != "transformers")
     rest = {k: v for k, v in pins.items() if k != culprit}
     print(f"[note] {stack}: verl[{stack}]==0.9.1 itself does not resolve (an upstream conflict, not verl-ext's):")
-    print("       " + "\n       ".join(line for line in why.splitlines() if "depends on" in line or "requested" in line))
-    ok, installed, error = dry_run(python, ["-e", "."], rest, isolation)
+    reason = [line for line in why.splitlines() if "depends on" in line or "requested" in line] or why.splitlines()
+    print("       " + "\n       ".join(reason))
+    ok, installed, error = dry_run(python, ["-e", ".", *rest], rest, isolation)
     shifted = moved(rest, installed) if ok else {}
     if not ok or shifted:
         print(f"[FAIL] {stack}: verl-ext does not resolve inside the rest of the stack ({rest}): {error or shifted}")

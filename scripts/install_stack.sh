@@ -8,7 +8,9 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv-stack}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip
+# setuptools new enough for this project's metadata, old enough for torch 2.11 (scripts/check_stacks.py builds here
+# without isolation)
+"${PIP[@]}" install --upgrade pip "setuptools>=77,<82" wheel
 "${PIP[@]}" install -c ci/pins/stack.txt torch transformers numpy -e ".[test]"
 "$VENV/bin/python" - <<'PY'
 import torch, transformers, triton, verl, verl_ext
