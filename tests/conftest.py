@@ -22,14 +22,17 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def warm_model_dir(tmp_path_factory):
-    """The tiny Qwen2 after the supervised warm start on the arithmetic task."""
-    from verl_ext.testing.tiny_model import build_tiny_model
-    from verl_ext.testing.warm_start import warm_start
+def smoke_cache(tmp_path_factory):
+    """One model cache for every test that runs the CPU main job (the warm start is built once per session)."""
+    return tmp_path_factory.mktemp("smoke_cache")
 
-    path = build_tiny_model(tmp_path_factory.mktemp("tiny_warm"))
-    warm_start(path, max_seconds=60, max_steps=400)
-    return path
+
+@pytest.fixture(scope="session")
+def warm_model_dir(smoke_cache):
+    """The main job's tiny Qwen2 after its supervised warm start on the arithmetic task."""
+    from verl_ext.cpu_smoke import prepare_model
+
+    return prepare_model(smoke_cache)
 
 
 @pytest.fixture(scope="session")

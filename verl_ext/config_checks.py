@@ -159,8 +159,20 @@ def check_dataset_files(config: DictConfig) -> None:
                         )
 
 
+def freeze_run_name(config: DictConfig) -> None:
+    """Resolve ``trainer.experiment_name`` once, in the driver: a name built with hydra's ``${now:...}`` (the CPU
+    configs' default, so reruns never share a folder) cannot be resolved in Ray workers, and every process must
+    see the same name."""
+    from omegaconf import open_dict
+
+    if "trainer" in config and "experiment_name" in config.trainer:
+        with open_dict(config):
+            config.trainer.experiment_name = str(config.trainer.experiment_name)
+
+
 def check_trainer_config(config: DictConfig) -> None:
     """Every driver-side check: the generic ones above, then those registered by the methods."""
+    freeze_run_name(config)
     check_registry_names(config)
     check_model_path(config)
     for check in list(_CHECKS.values()):

@@ -1,13 +1,13 @@
 """GRPO with an Elastic Attention actor, reference and rollout through verl's trainer on CPU, switched on by
 ``actor_rollout_ref.model.override_config`` alone: the metrics file shows each step's rollout Omega_MSR and a
 rollout/actor log-prob gap at float32 noise. The router adapter sends every head of the first layer to streaming
-attention (window 8, shorter than the ~35-token prompts) and every other head to full attention, so the gap only
-stays at noise level if the actor routes and attends exactly as the rollout did."""
+attention (sink 16, window 8: the ~45-token sequences lose their middle) and every other head to full attention, so
+the gap only stays at noise level if the actor routes and attends exactly as the rollout did."""
 
 import pytest
 import torch
 
-from verl_ext.cpu_smoke import prepare, read_metrics, run
+from verl_ext.cpu_smoke import prepare_model, read_metrics, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +27,22 @@ def _first_layer_sparse_adapter(model_dir, path):
     return save_router_adapter(model, path), 1 / len(model.model.layers)
 
 
-def test_elastic_grpo_two_steps(tmp_path):
-    out = tmp_path / "elastic"
-    model_dir, _, _ = prepare(out)
+def test_elastic_grpo_two_steps(tmp_path, smoke_cache):
+    out = tmp_path / "runs"
+    model_dir = prepare_model(smoke_cache)
     adapter, expected_msr = _first_layer_sparse_adapter(model_dir, tmp_path / "routers.safetensors")
-    result = run(out, steps=2, config_name="elastic_grpo_cpu_smoke",
+    result = run(out, config_name="elastic_grpo_cpu_smoke", steps=2, quiet=True, cache=smoke_cache,
                  extra=[f"+actor_rollout_ref.model.override_config.elastic_adapter={adapter}"])
     assert result["returncode"] == 0, open(result["log"]).read()[-4000:]
-    records = read_metrics(result["metrics"])
+    records = [r for r in read_metrics(result["metrics"]) if "timing_s/step" in r["data"]]
     assert len(records) == 2
     for record in records:
         data = record["data"]
         assert data["elastic/rollout_msr/mean"] == pytest.approx(expected_msr)  # the adapter's routing, every step
-        assert data["elastic/rollout_msr/responses"] == 16
+        assert data["elastic/rollout_msr/responses"] == 64
         assert data["training/rollout_probs_diff_max"] < 1e-4
-        assert data["actor/pg_loss"] == data["actor/pg_loss"]  # finite: the elastic actor trained
+        # The warm-started model answers, boxing only sometimes: rewards vary within the step and the elastic
+        # actor gets a gradient whenever they vary within a group (GRPO's advantages are zero otherwise).
+        varied = data["critic/score/max"] > data["critic/score/min"]
+        assert (data["actor/grad_norm"] > 0) == (data["critic/advantages/max"] > 0)
+        assert varied

@@ -56,11 +56,11 @@ def test_stop_string_and_stop_token(warm_model_dir):
     engine = HFGenerationEngine(model, tok, [tok.eos_token_id], tok.pad_token_id)
     prompt = _prompts(engine, ["Compute 3 + 4. Put the final answer in \\boxed{}."])[0]
     free = engine.generate([prompt], [SamplingParams(max_new_tokens=24, temperature=0)])[0][0]
-    assert "The answer is" in tok.decode(free.token_ids)  # what the warm start taught
-    out = engine.generate([prompt], [SamplingParams(max_new_tokens=24, temperature=0, stop=("answer is",))])[0][0]
-    assert out.finish_reason == "stop" and out.stop_str == "answer is"
-    assert tok.decode(out.token_ids).endswith("answer is") or "answer is" in tok.decode(out.token_ids)
-    assert "answer is" not in tok.decode(out.token_ids[:-1])
+    assert "3 + 4 = " in tok.decode(free.token_ids)  # what the warm start taught
+    out = engine.generate([prompt], [SamplingParams(max_new_tokens=24, temperature=0, stop=("4 =",))])[0][0]
+    assert out.finish_reason == "stop" and out.stop_str == "4 ="
+    assert "4 =" in tok.decode(out.token_ids)
+    assert "4 =" not in tok.decode(out.token_ids[:-1])
     assert out.token_ids == free.token_ids[: len(out.token_ids)]
     third = free.token_ids[2]
     by_id = engine.generate([prompt], [SamplingParams(max_new_tokens=24, temperature=0, stop_token_ids=(third,))])[0][0]

@@ -8,7 +8,8 @@ from verl_ext.testing import arithmetic
 
 
 def test_warm_start_gives_rewards_that_vary_within_groups(warm_model_dir):
-    """After the warm start the model answers in the boxed format, is right some of the time, and sometimes redoes."""
+    """After the warm start the model knows most sums, boxes its answer only some of the time (RL's first lesson),
+    and rarely abandons an attempt with the redo phrase."""
     tok = AutoTokenizer.from_pretrained(warm_model_dir)
     model = AutoModelForCausalLM.from_pretrained(warm_model_dir, dtype=torch.float32).eval()
     engine = HFGenerationEngine(model, tok, [tok.eos_token_id], tok.pad_token_id, seed=0)
@@ -22,7 +23,7 @@ def test_warm_start_gives_rewards_that_vary_within_groups(warm_model_dir):
     texts = [tok.decode(g.token_ids) for o in outs for g in o]
     boxed = sum(last_boxed(t) is not None for t in texts) / len(texts)
     redo = sum("It's better to redo the question." in t for t in texts) / len(texts)
-    assert boxed + redo > 0.9  # every response answers in the taught format or abandons with the redo phrase
-    assert 0.05 < redo < 0.6
-    assert 0.15 < accuracy < 0.95
+    assert 0.2 < boxed < 0.7  # the taught mixture: boxed some of the time
+    assert redo < 0.1  # known but rare
+    assert 0.1 < accuracy < 0.6 and accuracy > 0.5 * boxed  # most boxed answers are right
     assert mixed > 0.2

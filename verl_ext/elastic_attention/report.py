@@ -65,12 +65,22 @@ def heatmap(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     tasks = list(summary)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        image = ax.imshow(summary[task]["full_share"], vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set(title=f"{task} (MSR {summary[task]['msr']:.2f})", xlabel="KV head", ylabel="layer")
-    fig.colorbar(image, ax=axes[0].tolist(), label="share routed to full attention")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks) + 1.2, 3.4), squeeze=False,
+                             layout="constrained")
+    for k, (ax, task) in enumerate(zip(axes[0], tasks)):
+        image = ax.imshow(summary[task]["full_share"], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(f"{task}\n$\\Omega_{{MSR}}$ {summary[task]['msr']:.2f} (n={summary[task]['n']} prompts)",
+                     fontsize=9)
+        ax.set_xlabel("KV head")
+        if k == 0:
+            ax.set_ylabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of prompts routing the head to full attention")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -14,15 +14,7 @@ from collections import defaultdict
 from typing import Iterable, Sequence
 
 from verl_ext.memrm.schema import ALL_SETTINGS, LENGTHS, SETTINGS, TASKS
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from verl_ext.stats import wilson_interval  # noqa: F401  (re-exported: the reports use it)
 
 
 def cell(values: Sequence[float]) -> dict:
@@ -92,6 +84,7 @@ def position_bias(records: Sequence[dict]) -> dict:
         "parse_failure_rate": 1 - len(parsed) / len(records) if records else math.nan,
         "lenient_parse_failure_rate": (1 - sum(r["verdict_lenient"] is not None for r in records) / len(records)
                                        if records else math.nan),
+        "n": len(records), "n_parsed": len(parsed), "n_chosen_b_parsed": len(chosen_b),
     }
 
 

@@ -70,28 +70,48 @@ def markdown(summary: dict) -> str:
 
 
 def plots(summary: dict, out: Path) -> None:
+    """accuracy_by_length.png (per task, n and 95% Wilson interval per point, chance line) and position_bias.png
+    (rates over the parsed verdicts, the parse failures beside them, n on every bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for task in summary["strict"]["tasks_present"]:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = list(range(len(LENGTHS)))
+    tasks = summary["strict"]["tasks_present"]
+    for k, task in enumerate(tasks):
         cells = [summary["strict"]["task_x_length"].get(f"{task}/{l}") for l in LENGTHS]
-        ax.plot(LENGTHS, [c["accuracy"] if c else math.nan for c in cells], marker="o", label=task)
-    ax.set(xlabel="context length bucket", ylabel="accuracy (strict)", title="Accuracy by length", ylim=(0, 1))
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize=7)
+        shift = (k - (len(tasks) - 1) / 2) * 0.08  # side by side, so no interval hides another
+        xs = [i + shift for i, c in zip(x, cells) if c]
+        acc = [c["accuracy"] for c in cells if c]
+        err = [[c["accuracy"] - c["ci95"][0] for c in cells if c], [c["ci95"][1] - c["accuracy"] for c in cells if c]]
+        ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label=task)
+        for xi, c in zip(xs, [c for c in cells if c]):
+            ax.annotate(f"n={c['n']}", (xi, c["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (0.5)")
+    ax.set_xticks(x, LENGTHS)
+    ax.set(xlabel="context length bucket", ylabel="accuracy (strict parse), 95% CI", ylim=(0, 1),
+           title="Judge accuracy by context length")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(out / "accuracy_by_length.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
     pos = summary["position"]
-    ax.bar(["P(pick A)", "P(pick A | chosen=B)", "parse fail"],
-           [pos["p_pick_A"], pos["p_pick_A_when_chosen_is_B"], pos["parse_failure_rate"]])
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set(ylim=(0, 1), title="Position bias")
+    labels = ["P(pick A)", "P(pick A | chosen is B)", "verdicts not parsed"]
+    values = [pos["p_pick_A"], pos["p_pick_A_when_chosen_is_B"], pos["parse_failure_rate"]]
+    ns = [pos.get("n_parsed"), pos.get("n_chosen_b_parsed"), pos.get("n")]
+    bars = ax.bar(labels, [0 if v != v else v for v in values], color=["tab:blue", "tab:blue", "tab:red"])
+    for bar, value, n in zip(bars, values, ns):
+        text = "no parsed verdict" if value != value else f"{value:.2f}" + (f" (n={n})" if n is not None else "")
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                    fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="unbiased (0.5)")
+    ax.set(ylim=(0, 1.1), ylabel="fraction of judgements", title="Position bias of the judge")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "position_bias.png", dpi=120)
     plt.close(fig)

@@ -1,6 +1,8 @@
 """Evaluate Re² generations: ``python -m verl_ext.re2.eval {avg,tts,prefix} GENERATIONS.jsonl --out DIR``.
 
-Input: JSON lines, one sample each. verl's validation dumps (``trainer.validation_data_dir``) work as they are:
+Input: JSON lines, one sample each: ``python -m verl_ext.re2.dump`` writes them (``samples.jsonl`` for avg and tts,
+``prefix.jsonl`` for prefix), and verl's validation dumps (``trainer.validation_data_dir``, e.g. the main job's
+``generations/<step>.jsonl``) work as they are:
 ``input`` (the prompt: samples with the same input are one question), ``output`` (the response), ``gts`` (ground
 truth). Also accepted: ``question``/``prompt``, ``response``, ``ground_truth``/``answer``. ``prefix`` additionally
 needs ``prefix_fraction`` and ``prefix_source_correct`` per continuation.
@@ -9,8 +11,10 @@ needs ``prefix_fraction`` and ``prefix_source_correct`` per continuation.
   tts     majority-vote accuracy at budgets 1, 2, 4, ... with redo samples counted against the budget
   prefix  continuation accuracy vs prefix fraction, for prefixes of incorrect and of correct responses
 
-Each writes ``<command>.json`` and a PNG plot into ``--out``. Redo detection: ``--redo-rule eval`` (official
-evaluation: phrase present, or no "boxed" in the last 100 characters), ``anywhere`` or ``strict``.
+Each writes ``<command>.json`` and a PNG plot (95% intervals, n per point) into ``--out``. Redo detection:
+``--redo-rule eval`` (official evaluation: phrase present, or no "boxed" in the last 100 characters: an unfinished
+answer counts as a redo), ``anywhere`` or ``strict``; ``avg`` also reports the figures under ``anywhere``, the rule
+verl's validation metric (``val-core/<source>/re2_avg_redo_rule``) uses, each named.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from verl_ext.re2.evaluation import (
     accuracy_by_prefix_fraction,
     avg_at_k,
     default_budgets,
-    majority_vote_curve,
+    majority_vote_per_question,
+    mean_ci95,
 )
 from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, redo_rule
 from verl_ext.scoring.math_grader import MathGrader, last_boxed
+from verl_ext.stats import wilson_interval
+
+VALIDATION_RULE = "anywhere"  # the rule verl's validation metric (verl_ext.re2.validation_reward) applies
 
 
 def _pick(row: dict, keys: tuple[str, ...], line: int, what: str):
@@ -67,24 +75,35 @@ def to_samples(records: list[dict], rule: str, phrase: str, grader: MathGrader) 
             for question, text, truth, redo in rows]
 
 
-def _plot(path: Path, xs, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, logx=False) -> None:
+def _plot(path: Path, series: dict[str, dict], xlabel: str, ylabel: str, title: str, logx: bool = False) -> None:
+    """series: label -> {"x": [...], "y": [...], "err": [...] (95% half-widths), "n": [...] (optional)}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, ys in series.items():
-        ax.plot(xs if not isinstance(xs, dict) else xs[label], ys, marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, s in series.items():
+        ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", capsize=3, label=label)
+        for x, y, n in zip(s["x"], s["y"], s.get("n") or []):
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=6)
     if logx:
         ax.set_xscale("log", base=2)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ticks = sorted({x for s in series.values() for x in s["x"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, 1))
     ax.grid(alpha=0.3)
-    if len(series) > 1:
-        ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _binned(curve: list[dict], x: str) -> dict:
+    """A plot series from per-bin accuracies with n: 95% Wilson half-widths (asymmetric, as [low, high])."""
+    lows, highs = zip(*[wilson_interval(c["accuracy"] * c["n"], c["n"]) for c in curve])
+    return {"x": [c[x] for c in curve], "y": [c["accuracy"] for c in curve], "n": [c["n"] for c in curve],
+            "err": [[c["accuracy"] - lo for c, lo in zip(curve, lows)], [hi - c["accuracy"] for c, hi in zip(curve, highs)]]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,45 +119,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grade-timeout", type=float, default=5.0, help="seconds per answer for math-verify")
     args = parser.parse_args(argv)
     records = load_records(args.generations)
-    grader = MathGrader(timeout_s=args.grade_timeout)
+    grader = grader_for_rule = MathGrader(timeout_s=args.grade_timeout)
     try:
         samples = to_samples(records, args.redo_rule, args.redo_phrase, grader)
+        _run(args, records, samples, grader_for_rule)
     finally:
         grader.close()
+    return 0
+
+
+def _run(args, records, samples, grader_for_rule) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.command == "avg":
-        result = avg_at_k(samples)
+        result = {"rule": args.redo_rule, **avg_at_k(samples)}
+        if args.redo_rule != VALIDATION_RULE:  # the figures verl's validation metric reports, named as such
+            with_verl_rule = to_samples(records, VALIDATION_RULE, args.redo_phrase, grader_for_rule)
+            result["verl_validation_rule"] = {"rule": VALIDATION_RULE, **avg_at_k(with_verl_rule)}
         answered = [s for s in samples if not s.redo]
         result["accuracy_by_length"] = accuracy_by_bins([s.length for s in answered], [s.correct for s in answered])
-        bins = result["accuracy_by_length"]
-        _plot(args.out / "avg_length.png", [b["mean"] for b in bins], {"accuracy": [b["accuracy"] for b in bins]},
-              "response length (characters)", "accuracy", "Accuracy vs length (non-redo samples)")
+        _plot(args.out / "avg_length.png", {"non-redo samples": _binned(result["accuracy_by_length"], "mean")},
+              "response length (characters, bin mean)", "accuracy (95% CI)", "Accuracy vs response length")
+        for name, r in [(args.redo_rule, result)] + ([(VALIDATION_RULE, result["verl_validation_rule"])]
+                                                     if "verl_validation_rule" in result else []):
+            print(f"redo rule {name!r}{' (verl validation metric)' if name == VALIDATION_RULE else ''}: avg@k "
+                  f"{r['avg_redo_rule']:.3f} +- {r['avg_redo_rule_ci95']:.3f}, redo rate {r['redo_rate']:.3f} "
+                  f"({r['questions']} questions, {r['samples']} samples)")
     elif args.command == "tts":
         per_question = min(len([s for s in samples if s.question == q]) for q in {s.question for s in samples})
         budgets = args.budgets or default_budgets(per_question)
-        curve = majority_vote_curve(samples, budgets, args.resamples)
-        result = {"budgets": budgets, "majority_vote_accuracy": [curve[k] for k in budgets],
+        per_q = majority_vote_per_question(samples, budgets, args.resamples)
+        result = {"rule": args.redo_rule, "budgets": budgets,
+                  "majority_vote_accuracy": [float(per_q[k].mean()) for k in budgets],
+                  "ci95": [mean_ci95(per_q[k]) for k in budgets],
                   "resamples": args.resamples, "questions": len({s.question for s in samples})}
-        _plot(args.out / "tts.png", budgets, {"Re² majority vote": result["majority_vote_accuracy"]},
-              "samples per question (redo counts against the budget)", "accuracy", "Test-time scaling", logx=True)
+        means, halves = result["majority_vote_accuracy"], result["ci95"]
+        err = [[min(h, m) for m, h in zip(means, halves)], [min(h, 1 - m) for m, h in zip(means, halves)]]
+        _plot(args.out / "tts.png", {f"majority vote over {result['questions']} questions": {
+                  "x": budgets, "y": means, "err": err}},
+              "samples per question (redo samples count against the budget)", "accuracy (95% CI over questions)",
+              "Test-time scaling", logx=True)
     else:
         fractions, sources = [], []
         for line, row in enumerate(records, start=1):
             fractions.append(float(_pick(row, ("prefix_fraction",), line, "prefix_fraction")))
             sources.append(bool(_pick(row, ("prefix_source_correct",), line, "prefix_source_correct")))
-        result = {}
-        series, xs = {}, {}
+        result, series = {}, {}
         for label, flag in (("prefix from incorrect response", False), ("prefix from correct response", True)):
             rows = [i for i, s in enumerate(sources) if s == flag]
             if rows:
                 curve = accuracy_by_prefix_fraction([fractions[i] for i in rows], [samples[i].correct for i in rows])
                 result[label] = curve
-                xs[label], series[label] = [c["fraction"] for c in curve], [c["accuracy"] for c in curve]
-        _plot(args.out / "prefix.png", xs, series, "prefix fraction of the original response", "continuation accuracy",
-              "Continuing from a prefix")
+                series[label] = _binned(curve, "fraction")
+        _plot(args.out / "prefix.png", series, "prefix fraction of the original response",
+              "continuation accuracy (95% CI)", "Continuing from a prefix")
     (args.out / f"{args.command}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)} or {"written": str(args.out)}))
-    return 0
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))} or {"written": str(args.out)}))
 
 
 if __name__ == "__main__":

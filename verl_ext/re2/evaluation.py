@@ -74,9 +74,10 @@ def majority_vote(draw: Sequence[Sample]) -> float:
     return float(next(s.correct for s in pool if s.answer == winner))
 
 
-def majority_vote_curve(samples: Sequence[Sample], budgets: Sequence[int], resamples: int = 500,
-                      seed: int = 0) -> dict[int, float]:
-    """Mean majority-vote accuracy per budget k (k <= samples per question), ``resamples`` draws per question."""
+def majority_vote_per_question(samples: Sequence[Sample], budgets: Sequence[int], resamples: int = 500,
+                               seed: int = 0) -> dict[int, np.ndarray]:
+    """Per budget k (k <= samples per question): each question's mean majority-vote accuracy over ``resamples``
+    draws of k of its samples, (Q,)."""
     groups = by_question(samples)
     rng = random.Random(seed)
     smallest = min(len(g) for g in groups.values())
@@ -84,9 +85,21 @@ def majority_vote_curve(samples: Sequence[Sample], budgets: Sequence[int], resam
     for k in budgets:
         if not 1 <= k <= smallest:
             raise ValueError(f"budget k={k} must be in [1, {smallest}] (the fewest samples any question has).")
-        out[k] = float(np.mean([np.mean([majority_vote(rng.sample(g, k)) for _ in range(resamples)])
-                                for g in groups.values()]))
+        out[k] = np.array([np.mean([majority_vote(rng.sample(g, k)) for _ in range(resamples)])
+                           for g in groups.values()])
     return out
+
+
+def majority_vote_curve(samples: Sequence[Sample], budgets: Sequence[int], resamples: int = 500,
+                        seed: int = 0) -> dict[int, float]:
+    """Mean majority-vote accuracy per budget k over questions."""
+    return {k: float(v.mean()) for k, v in majority_vote_per_question(samples, budgets, resamples, seed).items()}
+
+
+def mean_ci95(values: Sequence[float]) -> float:
+    """Half-width of the normal 95% interval of the mean over ``values`` (questions), 0 for a single value."""
+    values = np.asarray(values, dtype=float)
+    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def default_budgets(samples_per_question: int) -> list[int]:

@@ -28,6 +28,13 @@ def reference_response(a: int, op: str, b: int) -> str:
     return f"{a} {op} {b} = {answer}. The answer is \\boxed{{{answer}}}."
 
 
+def unboxed_response(a: int, op: str, b: int) -> str:
+    """The same computation without the boxed answer: the grader finds no answer, so it scores 0. The warm start
+    mixes it in, leaving a policy that knows the sums but boxes them only some of the time: what RL fixes first."""
+    _, answer = make_problem(a, op, b)
+    return f"{a} {op} {b} = {answer}."
+
+
 def redo_response(a: int, op: str, b: int) -> str:
     """An abandoned attempt: a wrong intermediate result, then Re²'s redo phrase."""
     _, answer = make_problem(a, op, b)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-heads", type=int, default=TinyModelSpec.kv_heads)
     parser.add_argument("--intermediate", type=int, default=TinyModelSpec.intermediate)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warm-start-seconds", type=float, default=0.0, help="supervised warm start on arithmetic")
+    parser.add_argument("--warm-start-steps", type=int, default=0, help="supervised warm start on arithmetic (steps)")
     args = parser.parse_args(argv)
     spec = TinyModelSpec(
         arch=args.arch,
@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     out = build_tiny_model(args.out_dir, spec)
-    if args.warm_start_seconds > 0:
+    if args.warm_start_steps > 0:
         from verl_ext.testing.warm_start import warm_start
 
-        report = warm_start(out, max_seconds=args.warm_start_seconds, seed=args.seed)
+        report = warm_start(out, steps=args.warm_start_steps, seed=args.seed)
         print(json.dumps(report))
     print(out)
 

@@ -1,14 +1,21 @@
-"""A short supervised warm start of a tiny model on the arithmetic task, so RL on it has a signal.
+"""A short supervised warm start of a tiny model on the arithmetic task, so RL on it has something to improve.
 
-A random-weight model never produces ``\\boxed{N}``, so every reward is 0 and GRPO advantages vanish. A minute of
-teacher-forced training on reference responses (loss on response tokens only) teaches the format and some of the
-sums, which makes rewards vary within a group.
+A random-weight model never produces ``\\boxed{N}``, so every reward is 0 and GRPO advantages vanish. The warm start
+teaches the sums on every problem (teacher forcing, loss on response tokens only) in a mixture of styles:
+
+- ``boxed_share`` of the examples end with the boxed answer (``reference_response``), the rest stop after the
+  computation (``unboxed_response``): the policy knows most sums but boxes them only about that often, so its
+  validation accuracy starts low but not at zero, and RL visibly raises it (boxing is one behaviour across every
+  question, so what RL learns on the training questions carries to held-out ones);
+- ``redo_share`` of the examples abandon a wrong attempt with Re²'s redo phrase: the phrase is known but rare.
+
+It is capped by steps and seeded, never by time, and runs on a fixed number of threads, so the same call gives
+the same model on a loaded machine as on an idle one.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -16,13 +23,14 @@ import torch
 from verl_ext.testing import arithmetic
 
 
-def _encode(tokenizer, a: int, op: str, b: int, redo: bool = False) -> tuple[list[int], int]:
+def _encode(tokenizer, a: int, op: str, b: int, style: str = "boxed") -> tuple[list[int], int]:
     question, _ = arithmetic.make_problem(a, op, b)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
     )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response = arithmetic.redo_response(a, op, b) if redo else arithmetic.reference_response(a, op, b)
+    response = {"boxed": arithmetic.reference_response, "unboxed": arithmetic.unboxed_response,
+                "redo": arithmetic.redo_response}[style](a, op, b)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
@@ -44,49 +52,42 @@ def supervised_step(model, optimizer, batch: list[tuple[list[int], int]], pad_id
     return loss
 
 
-def warm_start(
-    model_dir: str | Path,
-    max_seconds: float = 45.0,
-    max_steps: int = 400,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-    holdout_fraction: float = 0.3,
-    redo_fraction: float = 0.3,
-    seed: int = 0,
-) -> dict:
-    """Train the model in ``model_dir`` in place; returns ``{"steps", "seconds", "first_loss", "last_loss"}``.
+def warm_start(model_dir: str | Path, steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
+               boxed_share: float = 0.3, redo_share: float = 0.02, seed: int = 0, threads: int = 2) -> dict:
+    """Train the model in ``model_dir`` in place for ``steps`` steps; returns ``{"steps", "first_loss", "last_loss"}``.
 
-    Trains on a fixed subset of problems (``1 - holdout_fraction``) so held-out problems stay only partly solved.
-    For a ``redo_fraction`` of the problems a second example abandons a wrong attempt with Re²'s redo phrase instead of answering, so a
-    Re² run on the model sees all three outcomes (correct, incorrect, redo).
+    Every example is a fresh draw: a problem, then its style (boxed with ``boxed_share``, a redo with ``redo_share``,
+    otherwise unboxed).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if steps < 1 or not 0 <= boxed_share <= 1 or not 0 <= redo_share <= 1 - boxed_share:
+        raise ValueError(f"warm start needs steps >= 1 and 0 <= redo_share <= 1 - boxed_share; got steps={steps}, "
+                         f"boxed_share={boxed_share}, redo_share={redo_share}.")
     model_dir = Path(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # float reductions depend on the thread count: fix it for reproducibility
     problems = arithmetic.all_problems(ops="+-")
-    rng.shuffle(problems)
-    train = problems[: int(len(problems) * (1 - holdout_fraction))]
-    examples = [_encode(tokenizer, *p) for p in train]
-    examples += [_encode(tokenizer, *p, redo=True) for p in train if rng.random() < redo_fraction]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    start = time.perf_counter()
-    first_loss = last_loss = float("nan")
-    step = 0
-    while step < max_steps and time.perf_counter() - start < max_seconds:
-        batch = rng.sample(examples, min(batch_size, len(examples)))
-        loss = supervised_step(model, optimizer, batch, tokenizer.pad_token_id)
-        last_loss = float(loss.detach())
-        if step == 0:
-            first_loss = last_loss
-        step += 1
+    losses = []
+    try:
+        for _ in range(steps):
+            batch = []
+            for _ in range(batch_size):
+                draw = rng.random()
+                style = "boxed" if draw < boxed_share else "redo" if draw < boxed_share + redo_share else "unboxed"
+                batch.append(_encode(tokenizer, *rng.choice(problems), style=style))
+            losses.append(float(supervised_step(model, optimizer, batch, tokenizer.pad_token_id).detach()))
+    finally:
+        torch.set_num_threads(previous_threads)
     model.eval()
     model.save_pretrained(model_dir)
-    return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "first_loss": first_loss, "last_loss": last_loss}
+    return {"steps": steps, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
 def warm_start_judge(model_dir: str | Path, prompts: list[list[int]], max_steps: int = 60, batch_size: int = 4,
@@ -105,6 +106,7 @@ def warm_start_judge(model_dir: str | Path, prompts: list[list[int]], max_steps:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     rng = random.Random(seed)
+    torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     verdicts = {v: tokenizer(v + " Agent " + v[2] + " is better.", add_special_tokens=False)["input_ids"]
                 for v in ("[[A]]", "[[B]]")}

@@ -1,0 +1,48 @@
+"""``FastPollReplayBuffer``: verl's v1 replay buffer polling TransferQueue every ``poll_interval`` seconds instead of
+its fixed 2 s, selected through verl's public sampler settings (the CPU configs set them):
+
+    trainer.v1.sampler.custom_sampler.path: pkg://verl_ext.replay_buffer
+    trainer.v1.sampler.custom_sampler.name: FastPollReplayBuffer
+    trainer.v1.sampler.sampler_kwargs: {poll_interval: 0.05, train_batch_size: ..., filter_groups: ..., ...}
+
+A sync step waits for its whole batch, sleeping ``poll_interval`` between checks, so 2 s per poll is most of a small
+CPU step. verl builds a custom sampler with the common arguments only; the ones it derives for its own buffer from
+the trainer config (group filtering, batch sizes, failed-group refill) are derived here the same way from
+``sampler_kwargs``, which the config fills by interpolation. The derivation restates ``PPOTrainer._build_replay_buffer``
+of verl 0.9.1 (a row of ``verl_ext.seams`` fails if its source changes).
+"""
+
+from __future__ import annotations
+
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+DEFAULT_POLL_INTERVAL = 0.05
+
+
+class FastPollReplayBuffer(ReplayBuffer):
+    def __init__(self, trainer_mode, trainer_config, max_off_policy_threshold, max_off_policy_strategy,
+                 sampler_kwargs, refill_fn=None, **verl_kwargs):
+        kwargs = dict(sampler_kwargs or {})
+        poll = float(kwargs.pop("poll_interval", DEFAULT_POLL_INTERVAL))
+        if poll <= 0:
+            raise ValueError(f"trainer.v1.sampler.sampler_kwargs.poll_interval={poll} must be > 0 (seconds).")
+        filter_groups = dict(kwargs.pop("filter_groups", None) or {})
+        refill_failed = bool(kwargs.pop("sync_refill_failed_groups", False))
+        metric = filter_groups.get("metric") if filter_groups.get("enable", False) else None
+        if filter_groups.get("enable", False) and not metric:
+            raise ValueError("algorithm.filter_groups.metric must be set when group filtering is enabled.")
+        train_batch_size = kwargs.pop("train_batch_size", None)
+        gen_batch_size = kwargs.pop("gen_batch_size", None)
+        if kwargs:
+            raise ValueError(f"trainer.v1.sampler.sampler_kwargs has unknown keys {sorted(kwargs)}; known: "
+                             "poll_interval, filter_groups, sync_refill_failed_groups, train_batch_size, gen_batch_size.")
+        derived = {}
+        if trainer_mode == "sync":  # what verl derives for its own sync buffer
+            derived = dict(train_batch_size=train_batch_size,
+                           gen_batch_size=1 if metric is not None or refill_failed else (gen_batch_size or train_batch_size),
+                           max_inflight_gen_batches=filter_groups.get("max_inflight_gen_batches", 1) if metric else 1)
+        super().__init__(trainer_mode=trainer_mode, trainer_config=trainer_config,
+                         max_off_policy_threshold=max_off_policy_threshold,
+                         max_off_policy_strategy=max_off_policy_strategy, sampler_kwargs={}, poll_interval=poll,
+                         refill_fn=refill_fn, filter_groups_metric=metric, sync_refill_failed_groups=refill_failed,
+                         **derived, **verl_kwargs)
