@@ -10,26 +10,19 @@ from typing import Optional
 
 import torch
 
+from . import modes
 from .modes import BLOCK_SPARSE, FULL, STREAMING, STREAMING_BLOCKS
-from .reference import _acc, streaming_visible
+from .reference import _acc
 
 
 def mode_visibility(mode: int, t: int, sink: int, window: int, round_block: int,
                     block_mask: Optional[torch.Tensor] = None, mask_block: Optional[int] = None,
                     device=None) -> torch.Tensor:
-    """(T, T) bool: which keys each query sees in ``mode`` (causal included). ``block_mask`` (nqb, nkb) for
-    BLOCK_SPARSE, at ``mask_block`` tokens per block."""
-    causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
-    if mode == FULL:
-        return causal
-    if mode == STREAMING:
-        return streaming_visible(t, sink, window, None, device)
-    if mode == STREAMING_BLOCKS:
-        return streaming_visible(t, sink, window, round_block, device)
-    if mode == BLOCK_SPARSE:
-        expanded = block_mask.repeat_interleave(mask_block, 0).repeat_interleave(mask_block, 1)[:t, :t]
-        return causal & expanded.to(device)
-    raise ValueError(f"unknown mode {mode}")
+    """(T, T) bool: which keys each query sees in ``mode`` (``modes.visible``), causal included. ``block_mask``
+    (nqb, nkb) for BLOCK_SPARSE, at ``mask_block`` tokens per block."""
+    pos = torch.arange(t, device=device)
+    mask = None if block_mask is None else block_mask.to(device)
+    return modes.visible(mode, pos[:, None], pos[None, :], sink, window, round_block, mask, mask_block)
 
 
 def _attend(q, k, v, visible, scale):

@@ -1,8 +1,9 @@
 """Public Elastic Attention ops: mode-table prefill, the differentiable FA/SA training pair, and per-head decode.
 
-Each op validates its input (ValueError naming the argument and the fix), then runs the Triton kernel on CUDA, or on
-CPU when ``TRITON_INTERPRET=1`` was set before Triton was imported, and the PyTorch reference otherwise
-(``backend="auto"``); ``backend="triton"`` or ``"reference"`` forces one.
+Each op validates its input (ValueError naming the argument and the fix), then runs the Triton kernel on CUDA and
+the PyTorch reference elsewhere (``backend="auto"``); ``backend="triton"`` forces the kernels (on CPU through
+Triton's interpreter, which needs ``TRITON_INTERPRET=1`` set before triton is imported: the tests' way) and
+``"reference"`` the references. The model's ``ElasticAttentionConfig.backend`` means the same.
 
 Sequences come padded, q (B, T, Hq, D) and k, v (B, T, Hkv, D), with optional ``lengths`` (B,) of valid tokens
 (right padding, or left padding with ``left_padded=True``), or packed, q (N, Hq, D) and k, v (N, Hkv, D), with
@@ -27,6 +28,9 @@ TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 DTYPES = TRITON_DTYPES + (torch.float64,)  # float64: the reference back end only (oracles, gradient checks)
 
 
+# Warps and pipeline stages of the fixed-tile (block-sparse) prefill launch on CUDA.
+BLOCK_SPARSE_CUDA_LAUNCH = {"num_warps": 8, "num_stages": 3}
+
 def _alloc(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     """Every kernel output comes from here (uninitialised, like the CUDA caching allocator's blocks; the tests
     poison it with NaN to prove the kernels write every element they own)."""
@@ -37,9 +41,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto", "triton", "reference"):
         raise ValueError(f"backend={backend!r} must be 'auto', 'triton' or 'reference'.")
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    if backend == "auto":
-        usable = HAVE_TRITON and (device.type == "cuda" or (device.type == "cpu" and interpret))
-        return "triton" if usable else "reference"
+    if backend == "auto":  # the kernels where they compile; the interpreter only when asked for (tests)
+        return "triton" if HAVE_TRITON and device.type == "cuda" else "reference"
     if backend == "triton" and not HAVE_TRITON:
         raise ValueError("backend='triton' needs triton, which is not installed (torch's CUDA builds bring it); "
                          "use backend='reference' (or 'auto').")
@@ -261,7 +264,7 @@ def _triton_prefill(qp, kp, vp, modes, starts, lens, dense_from, block_mask, mas
             *args, tile_idx, tile_cnt, *strides, hq, hq // kp.shape[1], max_len, tile_idx.shape[-1],
             triton.next_power_of_2(max_len), *scalars,
             HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, **dot_flags(qp),
-            **({"num_warps": 8, "num_stages": 3} if dev.type == "cuda" else {}),
+            **(BLOCK_SPARSE_CUDA_LAUNCH if dev.type == "cuda" else {}),
         )
     else:
         dummy = torch.zeros(1, dtype=torch.int32, device=dev)
@@ -313,7 +316,7 @@ def _reference_prefill(q, k, v, modes, starts, lens, sink, window, round_block, 
         if t == 0:
             continue
         qs, ks, vs = q[a:a + t][None], k[a:a + t].repeat_interleave(groups, 1)[None], v[a:a + t].repeat_interleave(groups, 1)[None]
-        for mode in M.NAMES:
+        for mode in M.MODES:
             heads = (modes[s] == mode).nonzero().flatten()
             if heads.numel() == 0:
                 continue

@@ -15,28 +15,21 @@ import torch
 
 from . import modes as M
 from .backward import attention_backward
-from .reference import streaming_keys, streaming_pairs
+from .reference import streaming_keys
 
 
 def mode_keys(mode: int, i0: int, i1: int, sink: int, window: int, round_block: int, dense_from: int,
               block_mask: Optional[torch.Tensor] = None, mask_block: Optional[int] = None):
     """(keys (nk,), visible (c, nk) or (H, c, nk)) for queries i0..i1-1 of heads in ``mode`` (``keys_of`` of
-    ``attention_backward``). Rows from ``dense_from`` on see every earlier key; ``block_mask`` (H, nqb, nkb) for
-    BLOCK_SPARSE heads."""
-    rows = torch.arange(i0, i1)[:, None]
+    ``attention_backward``): ``modes.visible``, and every earlier key for rows from ``dense_from`` on. Streaming
+    chunks wholly before ``dense_from`` visit only their sink and window keys."""
     streaming = mode in (M.STREAMING, M.STREAMING_BLOCKS)
     if streaming and i1 - 1 < dense_from:
         return streaming_keys(i0, i1, sink, window, None if mode == M.STREAMING else round_block)
-    keys = torch.arange(0, i1)
-    causal = keys[None, :] <= rows
-    if mode == M.FULL:
-        return keys, causal
-    dense_rows = (rows >= dense_from) & causal
-    if streaming:
-        block = None if mode == M.STREAMING else round_block
-        return keys, streaming_pairs(rows, keys[None, :], sink, window, block) | dense_rows
-    kept = block_mask[:, rows // mask_block, keys[None, :] // mask_block].cpu()  # (H, c, nk)
-    return keys, (kept & causal) | dense_rows
+    rows, keys = torch.arange(i0, i1)[:, None], torch.arange(0, i1)
+    mask = None if block_mask is None else block_mask.cpu()
+    seen = M.visible(mode, rows, keys[None, :], sink, window, round_block, mask, mask_block)
+    return keys, seen | ((rows >= dense_from) & (keys[None, :] <= rows))
 
 
 class TritonPrefill(torch.autograd.Function):

@@ -8,7 +8,6 @@ Layout: q (B, T, Hq, D), k and v (B, T, Hkv, D) with Hq a multiple of Hkv (GQA),
   ``block_size``, the official kernel's block-granular version: the sink and window round up to whole blocks and a
   query block sees key block kb iff kb < sink blocks or qb - kb < window blocks (causal inside the diagonal
   block). Computed chunk by chunk over only the keys a chunk can see: O(T * (sink + window)), not a masked O(T^2).
-- ``mixed_attention``: every query head in its own mode from a per-(sequence, query head) table (1 = full).
 - ``dense_masked_streaming``: the slow obvious O(T^2) version of the streaming pattern, for tests.
 """
 
@@ -21,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from . import modes
 from .backward import attention_backward, reduce_groups
 
 SINK, WINDOW = 128, 2048
@@ -51,23 +51,15 @@ def full_attention(q, k, v, scale: Optional[float] = None) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
-def streaming_pairs(i: torch.Tensor, j: torch.Tensor, sink: int = SINK, window: int = WINDOW,
-                    block_size: Optional[int] = None) -> torch.Tensor:
-    """Bool, broadcast of query positions ``i`` against key positions ``j``: does query i see key j under the
-    streaming pattern (token-exact, or block-rounded with ``block_size``), causal included."""
-    causal = j <= i
-    if block_size is None:
-        return causal & ((j < sink) | (i - j < window))
-    qb, kb = i // block_size, j // block_size
-    sink_blocks, window_blocks = math.ceil(sink / block_size), math.ceil(window / block_size)
-    return causal & ((kb < sink_blocks) | (qb - kb < window_blocks))
+def _streaming_code(block_size: Optional[int]) -> int:
+    return modes.STREAMING if block_size is None else modes.STREAMING_BLOCKS
 
 
 def streaming_visible(t: int, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
                       device=None) -> torch.Tensor:
     """(T, T) bool: which keys each query sees under the streaming pattern (token-exact or block-rounded)."""
     pos = torch.arange(t, device=device)
-    return streaming_pairs(pos[:, None], pos[None, :], sink, window, block_size)
+    return modes.visible(_streaming_code(block_size), pos[:, None], pos[None, :], sink, window, block_size or 1)
 
 
 def streaming_keys(i0: int, i1: int, sink: int, window: int, block_size: Optional[int] = None):
@@ -79,7 +71,8 @@ def streaming_keys(i0: int, i1: int, sink: int, window: int, block_size: Optiona
         sink_end = math.ceil(sink / block_size) * block_size
         lo = max(0, (i0 // block_size - math.ceil(window / block_size) + 1) * block_size)
     keys = torch.cat([torch.arange(0, min(sink_end, lo, i1)), torch.arange(min(lo, i1), i1)])
-    return keys, streaming_pairs(torch.arange(i0, i1)[:, None], keys[None, :], sink, window, block_size)
+    return keys, modes.visible(_streaming_code(block_size), torch.arange(i0, i1)[:, None], keys[None, :], sink, window,
+                               block_size or 1)
 
 
 def dense_masked_streaming(q, k, v, sink: int = SINK, window: int = WINDOW, block_size: Optional[int] = None,
@@ -233,38 +226,3 @@ class _StreamingCPU(torch.autograd.Function):
             dv.append(reduce_groups(g[2], groups))
         return (torch.stack(dq).to(q.dtype), torch.stack(dk).to(k.dtype), torch.stack(dv).to(v.dtype),
                 None, None, None, None, None)
-
-
-def mixed_attention(q, k, v, full_heads: torch.Tensor, sink: int = SINK, window: int = WINDOW,
-                    block_size: Optional[int] = None, scale: Optional[float] = None, sparse_mode: str = "streaming",
-                    xattn: Optional[dict] = None) -> torch.Tensor:
-    """Per-(sequence, query head) mode: ``full_heads`` (B, Hq) with 1 = full attention, 0 = the sparse mode
-    (``streaming`` sink + window, or ``xattention`` block-sparse with ``xattn`` = stride / block / threshold).
-
-    Heads sharing a KV head may differ (the table is per query head); each mode runs only on the heads that use it.
-    """
-    groups = _check(q, k, v)
-    if sparse_mode not in ("streaming", "xattention"):
-        raise ValueError(f"sparse_mode={sparse_mode!r} must be 'streaming' or 'xattention'.")
-    b, _, hq, _ = q.shape
-    if tuple(full_heads.shape) != (b, hq):
-        raise ValueError(f"full_heads must be (B, Hq) = {(b, hq)}; got {tuple(full_heads.shape)}.")
-    out = torch.empty_like(q)
-    kx, vx = _expand_kv(k, groups), _expand_kv(v, groups)
-    for row in range(b):
-        full = full_heads[row].bool()
-        for mode_heads, fn in ((full, full_attention), (~full, None)):
-            heads = mode_heads.nonzero().flatten()
-            if heads.numel() == 0:
-                continue
-            qs, ks, vs = q[row:row + 1, :, heads], kx[row:row + 1, :, heads], vx[row:row + 1, :, heads]
-            if fn is None and sparse_mode == "xattention":
-                from verl_ext.kernels.elastic_attention.xattention import xattention
-
-                o = xattention(qs, ks, vs, scale=scale, **(xattn or {}))[0]
-            elif fn is None:
-                o = streaming_attention(qs, ks, vs, sink, window, block_size, scale=scale)
-            else:
-                o = full_attention(qs, ks, vs, scale=scale)
-            out[row:row + 1, :, heads] = o
-    return out

@@ -14,8 +14,7 @@ from verl_ext.rollout.hf_engine import HFGenerationEngine
 from verl_ext.rollout.sampling import SamplingParams
 
 
-XATTENTION = {"elastic_sparse_mode": "xattention", "elastic_xattn_block": 16, "elastic_xattn_stride": 4,
-              "elastic_xattn_threshold": 0.5}
+XATTENTION = {"elastic_xattention_block": 16, "elastic_xattention_stride": 4, "elastic_xattention_threshold": 0.5}
 
 
 def _elastic_model(model_dir, decode, extra=None):
@@ -35,13 +34,14 @@ def _nested(rows):
     return torch.nested.as_nested_tensor([torch.tensor(r) for r in rows], layout=torch.jagged)
 
 
-# Modes: the sparse mode, or "triton" for streaming through the Triton kernels (the interpreter here), whose actor
+# Modes: the paper's patterns, or "triton" for FA-SSA through the Triton kernels (the interpreter here), whose actor
 # recompute turns the response rows of sparse heads dense inside the one prefill pass (dense_from).
-MODES = {"streaming": None, "xattention": XATTENTION, "triton": {"elastic_backend": "triton"}}
+MODES = {"fa-ssa": None, "fa-xa": {"elastic_pattern": "fa-xa", **XATTENTION},
+         "xa-ssa": {"elastic_pattern": "xa-ssa", **XATTENTION}, "triton": {"elastic_backend": "triton"}}
 
 
-@pytest.mark.parametrize("decode,mode", [("dense", "streaming"), ("sparse_kv", "streaming"), ("dense", "xattention"),
-                                         ("dense", "triton")])
+@pytest.mark.parametrize("decode,mode", [("dense", "fa-ssa"), ("sparse_kv", "fa-ssa"), ("dense", "fa-xa"),
+                                         ("dense", "xa-ssa"), ("sparse_kv", "xa-ssa"), ("dense", "triton")])
 def test_actor_log_probs_equal_rollout_log_probs(tiny_model_dir, tmp_path, decode, mode):
     if mode == "triton":  # the kernels take head_dim 32, 64 or 128
         from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
@@ -94,3 +94,17 @@ def test_switch_and_bad_settings(tiny_model_dir):
         prepare_module(model)
     with pytest.raises(ValueError, match="response_mask"):
         prompt_lengths(types.MappingProxyType({"input_ids": _nested([[1, 2, 3]])}))
+
+
+def test_legacy_override_keys_are_mapped_with_a_deprecation(tiny_model_dir):
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    for key, value in {"elastic_attention": True, "elastic_sparse_mode": "xattention", "elastic_xattn_block": 32,
+                       "elastic_xattn_threshold": 0.7}.items():
+        setattr(config, key, value)
+    with pytest.warns(DeprecationWarning, match="sparse_mode"):
+        settings = settings_from_hf_config(config)
+    assert settings.attention.pattern == "fa-xa"
+    assert (settings.attention.xattention.block, settings.attention.xattention.threshold) == (32, 0.7)
+    config.elastic_sparse_mode = "moba"
+    with pytest.raises(ValueError, match="moba"):
+        settings_from_hf_config(config)

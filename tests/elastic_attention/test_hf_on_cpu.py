@@ -6,7 +6,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from verl_ext.elastic_attention.adapter import load_router_adapter, save_router_adapter
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
-from verl_ext.elastic_attention.metrics import esr, msr, streaming_pair_fraction
+from verl_ext.elastic_attention.metrics import block_pair_fraction, esr, msr, streaming_pair_fraction
+from verl_ext.kernels.elastic_attention import modes
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -54,6 +55,33 @@ def test_sparse_heads_change_the_output_and_routing_is_per_input(model_dir):
     decisions = elastic_decisions(model)
     assert decisions.shape == (2, len(model.model.layers), 2)
     assert set(decisions.unique().tolist()) <= {0, 1}
+
+
+def test_static_head_mask_replaces_routing_for_every_input_padded_and_packed(model_dir):
+    """set_static_heads: the same heads sparse for every input (the static-mask baseline), on padded batches and
+    packed rows alike; all heads full is the stock model."""
+    from verl_ext.elastic_attention.state import set_static_heads
+
+    ids, mask = _batch(model_dir)
+    model = enable_elastic_attention(_load(model_dir), ElasticAttentionConfig(sink=2, window=4))
+    static = torch.tensor([[1, 0], [0, 1]])
+    set_static_heads(model, static)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(elastic_decisions(model), static[None].expand(2, -1, -1))
+    # packed: the two sequences in one row, positions restarting
+    seqs = [ids[r][mask[r].bool()] for r in range(2)]
+    packed = model(input_ids=torch.cat(seqs)[None],
+                   position_ids=torch.cat([torch.arange(len(x)) for x in seqs])[None]).logits[0]
+    assert torch.equal(elastic_decisions(model), static[None].expand(2, -1, -1))
+    torch.testing.assert_close(packed, logits[mask.bool()], rtol=1e-4, atol=1e-4)
+    all_full = static.new_ones(static.shape)
+    set_static_heads(model, all_full)  # every head full: the stock model
+    torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits[mask.bool()],
+                               _load(model_dir)(input_ids=ids, attention_mask=mask).logits[mask.bool()],
+                               rtol=1e-4, atol=1e-4)
+    set_static_heads(model, None)
+    with pytest.raises(ValueError, match=r"static head mask must be \(layers, kv heads\)"):
+        set_static_heads(model, torch.ones(3, 2))
 
 
 def test_generate_routed_prefill_then_dense_or_sparse_kv_decode(model_dir):
@@ -112,19 +140,32 @@ def test_metrics_hand_computed():
     decisions = torch.tensor([[[1, 0], [0, 0]]])  # 3 of 4 heads sparse
     assert msr(decisions).tolist() == [0.75]
     assert streaming_pair_fraction(4, sink=1, window=1) == pytest.approx((1 + 2 + 2 + 2) / 10)
-    assert esr(decisions, torch.tensor([4]), sink=1, window=1).item() == pytest.approx(0.75 * (1 - 0.7))
-    assert esr(decisions, torch.tensor([4]), sink=2, window=10).item() == 0.0
+    codes = torch.tensor([[modes.FULL, modes.STREAMING], [modes.STREAMING, modes.STREAMING]])
+    assert esr(codes, 4, sink=1, window=1) == pytest.approx(0.75 * (1 - 0.7))
+    assert esr(codes, 4, sink=2, window=10) == 0.0
+    # block-rounded streaming counted by the rule: 4 tokens, blocks of 2, 1 sink block, 1 window block -> the last
+    # query block sees keys 0..3 (sink block + its own): every causal pair
+    assert esr(torch.tensor([[modes.STREAMING_BLOCKS]]), 4, sink=1, window=1, round_block=2) == 0.0
+    # XAttention: 5 tokens, blocks of 2 -> tiles (0,0) 3 pairs, (1,0) 4, (1,1) 3, (2,0) 2, (2,1) 2, (2,2) 1 = 15
+    mask = torch.ones(3, 3, dtype=torch.bool).tril()
+    mask[2, 1] = False
+    assert float(block_pair_fraction(mask, 2, 5)) == pytest.approx(13 / 15)
+    codes = torch.tensor([[modes.BLOCK_SPARSE, modes.FULL]])
+    assert esr(codes, 5, 1, 1, block_masks=[torch.stack([mask, mask])], mask_block=2) == pytest.approx(0.5 * 2 / 15)
+    with pytest.raises(ValueError, match="layer 0 has block-sparse heads"):
+        esr(codes, 5, 1, 1)
 
 
-def test_xattention_sparse_mode_with_full_threshold_equals_stock(model_dir):
+def test_xattention_with_full_threshold_equals_stock(model_dir):
     ids, mask = _batch(model_dir)
     stock = _load(model_dir)(input_ids=ids, attention_mask=mask).logits
-    config = ElasticAttentionConfig(force="sparse", sparse_mode="xattention", xattn_stride=4, xattn_block=8,
-                                    xattn_threshold=1.0)
-    out = enable_elastic_attention(_load(model_dir), config)(input_ids=ids, attention_mask=mask).logits
-    torch.testing.assert_close(out[mask.bool()], stock[mask.bool()], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="sparse_mode='blocky'"):
-        ElasticAttentionConfig(sparse_mode="blocky")
+    for pattern, force in (("fa-xa", "sparse"), ("xa-ssa", "full")):  # every head on XAttention, keeping all blocks
+        config = ElasticAttentionConfig(pattern=pattern, force=force, xattention={"stride": 4, "block": 16,
+                                                                                  "threshold": 1.0})
+        out = enable_elastic_attention(_load(model_dir), config)(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(out[mask.bool()], stock[mask.bool()], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="pattern='blocky' must be one of"):
+        ElasticAttentionConfig(pattern="blocky")
 
 
 def test_report_cli(model_dir, tmp_path):
@@ -142,6 +183,14 @@ def test_report_cli(model_dir, tmp_path):
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["summary"]["qa"]["n"] == 2 and 0 <= report["summary"]["summ"]["msr"] <= 1
     assert (tmp_path / "rep" / "routing_heatmap.png").stat().st_size > 1000
+    # XA-SSA: both modes skip pairs (XAttention drops blocks at a high threshold), so Omega_ESR > 0 even if no head
+    # is sparse
+    assert main([str(model_dir), str(prompts), "--out", str(tmp_path / "xa"), "--sink", "2", "--window", "8",
+                 "--pattern", "xa-ssa", "--xattention-block", "16", "--xattention-stride", "4",
+                 "--xattention-threshold", "0.3"]) == 0
+    xa = json.loads((tmp_path / "xa" / "report.json").read_text())
+    assert xa["config"]["pattern"] == "xa-ssa" and xa["config"]["xattention_block"] == 16
+    assert xa["summary"]["summ"]["esr"] > 0
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match="line 1: needs a non-empty 'prompt'"):
         main([str(model_dir), str(tmp_path / "bad.jsonl")])
@@ -159,5 +208,5 @@ def test_deep_copy_routes_on_its_own_keys(model_dir):
     model(input_ids=ids[:, :20], attention_mask=mask[:, :20])  # the original sees shorter input in between
     torch.testing.assert_close(twin(input_ids=ids, attention_mask=mask).logits, expected)
     for original, copied in zip(model.model.layers, twin.model.layers):
-        assert copied.self_attn._elastic_keys.shape[1] == ids.shape[1]
-        assert original.self_attn._elastic_keys.shape[1] == 20
+        assert copied.self_attn.elastic.keys.shape[1] == ids.shape[1]
+        assert original.self_attn.elastic.keys.shape[1] == 20

@@ -1,11 +1,12 @@
 """The model's ``backend="triton"`` path (the kernels through the interpreter on CPU) against its reference path:
-routed prefill over a left-padded batch, XAttention mode, sparse-KV decode, and the training forward's gradients."""
+routed prefill over a left-padded batch for every pattern, sparse-KV decode, and the training forward's gradients."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
+from verl_ext.elastic_attention.state import set_router_temperature
 from verl_ext.elastic_attention.training import freeze_backbone
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -36,10 +37,10 @@ def _batch(lengths=(41, 26)):
     return ids, mask
 
 
-@pytest.mark.parametrize("extra", [{}, {"block_size": 4}, {"sparse_mode": "xattention", "xattn_stride": 4,
-                                                           "xattn_block": 16, "xattn_threshold": 0.5}])
-def test_routed_prefill_matches_the_reference_backend(model_dir, extra):
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_routed_prefill_matches_the_reference_backend(model_dir, pattern, block_size):
     ids, mask = _batch()
+    extra = {**pattern, "block_size": block_size}
     ref_model = _model(model_dir, backend="reference", **extra)
     tri_model = _model(model_dir, backend="triton", **extra)
     with torch.no_grad():
@@ -65,14 +66,13 @@ def test_sparse_kv_decode_matches_the_reference_backend(model_dir):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_training_forward_gradients_match_the_reference_backend(model_dir):
+def test_training_forward_gradients_match_the_reference_backend(model_dir, pattern):
     ids = _batch(lengths=(40, 40))[0]
     grads = []
     for backend in ("reference", "triton"):
-        model = _model(model_dir, backend=backend).train()
+        model = _model(model_dir, backend=backend, **pattern).train()
         freeze_backbone(model)
-        for layer in model.model.layers:
-            layer.self_attn.elastic_tau = 1.0
+        set_router_temperature(model, 1.0)
         torch.manual_seed(3)  # the same Gumbel noise on both sides
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()

@@ -13,8 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
-from verl_ext.elastic_attention.packed import set_prompt_lengths
-from verl_ext.elastic_attention.training import set_router_temperature
+from verl_ext.elastic_attention.state import set_prompt_lengths, set_router_temperature
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -77,10 +76,10 @@ def _actor_forward(model, ids, pos, prompts):
 
 
 @pytest.mark.parametrize("path", ["actor_packed", "prefill_padded"])
-def test_triton_backend_gradients_equal_the_reference(model_dir, path):
+def test_triton_backend_gradients_equal_the_reference(model_dir, path, pattern):
     grads = {}
     for backend in ("reference", "triton"):
-        model = _model(model_dir, backend=backend).eval()
+        model = _model(model_dir, backend=backend, **pattern).eval()
         if path == "actor_packed":
             batch = _actor_forward(model, *_packed_batch())
         else:
@@ -106,10 +105,10 @@ def float64_norms(monkeypatch):
 
 @pytest.mark.parametrize("path", ["actor_packed", "prefill_padded"])
 @pytest.mark.parametrize("force", [None, "sparse"])
-def test_reference_backend_gradients_equal_finite_differences(model_dir, path, force, float64_norms):
+def test_reference_backend_gradients_equal_finite_differences(model_dir, path, force, pattern, float64_norms):
     """Directional derivatives of the logits along random input directions: central differences in float64
     against the analytic vector-Jacobian product."""
-    model = _model(model_dir, dtype=torch.float64, backend="reference", force=force).eval()
+    model = _model(model_dir, dtype=torch.float64, backend="reference", force=force, **pattern).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     if path == "actor_packed":
@@ -136,13 +135,11 @@ def test_reference_backend_gradients_equal_finite_differences(model_dir, path, f
 
 
 @pytest.mark.parametrize("packed", [False, True])
-def test_router_training_gradients_equal_across_backends(model_dir, packed):
+def test_router_training_gradients_equal_across_backends(model_dir, packed, pattern):
     grads = {}
     for backend in ("reference", "triton"):
-        model = _model(model_dir, backend=backend).train()
-        set_router_temperature(model, 1.0)
-        for layer in model.model.layers:
-            layer.self_attn.elastic_noise = False  # deterministic decisions, the same on both sides
+        model = _model(model_dir, backend=backend, **pattern).train()
+        set_router_temperature(model, 1.0, noise=False)  # deterministic decisions, the same on both sides
         if packed:
             ids, pos, _ = _packed_batch()
             set_prompt_lengths(model, None)

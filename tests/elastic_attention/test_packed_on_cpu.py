@@ -6,8 +6,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
-from verl_ext.elastic_attention.packed import segments_from_position_ids, set_prompt_lengths
-from verl_ext.elastic_attention.training import set_router_temperature, training_omega
+from verl_ext.elastic_attention.packed import segments_from_position_ids
+from verl_ext.elastic_attention.state import set_prompt_lengths, set_router_temperature
+from verl_ext.elastic_attention.training import training_omega
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -44,8 +45,8 @@ def test_segments_from_position_ids():
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_packed_inference_equals_each_sequence_alone(model_dir, backend):
-    model = _model(model_dir, backend=backend).eval()
+def test_packed_inference_equals_each_sequence_alone(model_dir, backend, pattern):
+    model = _model(model_dir, backend=backend, **pattern).eval()
     seqs = _sequences()
     ids, pos = _packed(seqs)
     with torch.no_grad():
@@ -80,8 +81,8 @@ def test_prompt_lengths_restrict_pooling(model_dir):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_packed_training_forward_reaches_every_router(model_dir, backend):
-    model = _model(model_dir, backend=backend).train()
+def test_packed_training_forward_reaches_every_router(model_dir, backend, pattern):
+    model = _model(model_dir, backend=backend, **pattern).train()
     for name, p in model.named_parameters():
         p.requires_grad_(".elastic_router." in name)
     set_router_temperature(model, 1.0)
@@ -94,16 +95,3 @@ def test_packed_training_forward_reaches_every_router(model_dir, backend):
         grads = [p.grad for p in layer.self_attn.elastic_router.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
         assert sum(float(g.abs().sum()) for g in grads) > 0
-
-
-def test_segments_are_recomputed_for_a_modified_or_new_tensor():
-    pos = torch.tensor([[0, 1, 0, 1, 2]])
-    assert segments_from_position_ids(pos).tolist() == [0, 2, 5]
-    pos[0, 2] = 2  # in place: one sequence now
-    assert segments_from_position_ids(pos).tolist() == [0, 5]
-    assert segments_from_position_ids(torch.tensor([[0, 0, 0]])).tolist() == [0, 1, 2, 3]
-    with torch.inference_mode():  # generation runs under inference mode: no version counter, no caching
-        pos = torch.tensor([[0, 1, 0]])
-        assert segments_from_position_ids(pos).tolist() == [0, 2, 3]
-        pos[0, 2] = 2
-        assert segments_from_position_ids(pos).tolist() == [0, 3]

@@ -3,12 +3,11 @@ import math
 import pytest
 import torch
 
+from verl_ext.elastic_attention.metrics import msr
 from verl_ext.elastic_attention.router import (
     ElasticRouter,
     boundary_pool,
-    boundary_pool_varlen,
     expand_to_query_heads,
-    model_sparsity_ratio,
     route_inference,
     route_train,
     tau_cosine,
@@ -56,17 +55,6 @@ def test_boundary_pooling_hand_computed_with_padding():
         boundary_pool(keys, mode="concat")
 
 
-def test_varlen_equals_padded():
-    torch.manual_seed(1)
-    a, b = torch.randn(7, 2, 4), torch.randn(300, 2, 4)
-    padded = torch.zeros(2, 300, 2, 4)
-    padded[0, :7], padded[1] = a, b
-    varlen = boundary_pool_varlen(torch.cat([a, b]), torch.tensor([0, 7, 307]))
-    torch.testing.assert_close(varlen, boundary_pool(padded, torch.tensor([7, 300])))
-    with pytest.raises(ValueError, match="cu_seqlens"):
-        boundary_pool_varlen(torch.cat([a, b]), torch.tensor([0, 7, 300]))
-
-
 def test_straight_through_gradient_reaches_the_router():
     torch.manual_seed(2)
     router = ElasticRouter(16)
@@ -82,7 +70,7 @@ def test_inference_decisions_and_expansion():
     z = route_inference(logits)
     assert z.tolist() == [[1, 0]]
     assert expand_to_query_heads(z, 3).tolist() == [[1, 1, 1, 0, 0, 0]]
-    assert model_sparsity_ratio(z).tolist() == [0.5]
+    assert msr(z).tolist() == [0.5]
 
 
 def test_temperature_schedules():

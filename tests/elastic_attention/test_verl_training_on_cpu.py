@@ -27,8 +27,10 @@ def test_settings_validate_and_schedule():
         RouterTrainingConfig.from_config({"tau": 2})
     with pytest.raises(ValueError, match="lm_loss"):
         RouterTrainingConfig(lm_loss="prompt")
-    with pytest.raises(ValueError, match="sparse_mode"):
-        RouterTrainingConfig(attention={"sparse_mode": "moba"})
+    with pytest.raises(ValueError, match="pattern"):
+        RouterTrainingConfig(attention={"pattern": "moba"})
+    with pytest.warns(DeprecationWarning, match="sparse_mode"):
+        assert RouterTrainingConfig(attention={"sparse_mode": "xattention"}).attention_config().pattern == "fa-xa"
 
 
 @pytest.fixture(scope="module")

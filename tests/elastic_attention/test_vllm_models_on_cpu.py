@@ -22,15 +22,16 @@ SINK, WINDOW, NEW_TOKENS = 4, 16, 6
 SCRIPT = Path(__file__).with_name("vllm_generate.py")
 
 
-# (architecture, backend of the vLLM model's routed prefill, sparse mode): "reference" is what "auto" picks on CPU;
-# "triton" runs the kernels a GPU would (through the interpreter here); "xattention" is the block-sparse mode, with
-# blocks small enough to be sparse on these short prompts.
-XATTENTION = {"sparse_mode": "xattention", "xattn_block": 16, "xattn_stride": 4, "xattn_threshold": 0.5}
+# (architecture, backend of the vLLM model's routed prefill, pattern): "reference" is what "auto" picks on CPU;
+# "triton" runs the kernels a GPU would (through the interpreter here); the XAttention patterns use blocks small
+# enough to be sparse on these short prompts.
+XATTENTION = {"xattention": {"block": 16, "stride": 4, "threshold": 0.5}}
 
 
-@pytest.fixture(scope="module", params=[("qwen3", "reference", "streaming"), ("qwen2", "reference", "streaming"),
-                                        ("llama", "reference", "streaming"), ("qwen3", "triton", "streaming"),
-                                        ("qwen3", "reference", "xattention")], ids=lambda p: "-".join(p))
+@pytest.fixture(scope="module", params=[("qwen3", "reference", "fa-ssa"), ("qwen2", "reference", "fa-ssa"),
+                                        ("llama", "reference", "fa-ssa"), ("qwen3", "triton", "fa-ssa"),
+                                        ("qwen3", "reference", "fa-xa"), ("qwen3", "reference", "xa-ssa")],
+                ids=lambda p: "-".join(p))
 def setup(request, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,9 +39,9 @@ def setup(request, tmp_path_factory):
     from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
     from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
-    arch, backend, sparse_mode = request.param
-    attention = {"sink": SINK, "window": WINDOW, **(XATTENTION if sparse_mode == "xattention" else {})}
-    root = tmp_path_factory.mktemp(f"elastic_vllm_{arch}_{backend}_{sparse_mode}")
+    arch, backend, pattern = request.param
+    attention = {"sink": SINK, "window": WINDOW, "pattern": pattern, **(XATTENTION if "xa" in pattern else {})}
+    root = tmp_path_factory.mktemp(f"elastic_vllm_{arch}_{backend}_{pattern}")
     # head_dim 64: vLLM's CPU attention has no kernel for the default tiny model's head_dim 16.
     model_dir = build_tiny_model(root / "model", TinyModelSpec(arch=arch, hidden=256, heads=4, kv_heads=2))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -169,8 +170,8 @@ def _run_engine(setup, name, engine_kwargs, overrides=None, new_tokens=2, env=No
 
 def _one_case_only(setup):
     overrides = setup["overrides"]
-    if (setup["model"].config.model_type, overrides["elastic_backend"], overrides.get("elastic_sparse_mode")) != (
-            "qwen3", "reference", None):
+    if (setup["model"].config.model_type, overrides["elastic_backend"], overrides["elastic_pattern"]) != (
+            "qwen3", "reference", "fa-ssa"):
         pytest.skip("one architecture and backend are enough for engine settings")
 
 

@@ -83,12 +83,17 @@ def test_weight_names_from_every_source():
 def test_architectures_and_overrides():
     from transformers import Qwen3Config
 
+    from verl_ext.elastic_attention.config import ElasticAttentionConfig
+
     overrides = vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), adapter="r.safetensors", window=512)
+    # every setting written out (flat keys, the actor's form), so the engine does not depend on our defaults
     assert overrides == {"architectures": ["ElasticQwen3ForCausalLM"], "elastic_attention": True,
-                         "elastic_window": 512, "elastic_adapter": "r.safetensors"}
+                         "elastic_adapter": "r.safetensors",
+                         **{f"elastic_{k}": v for k, v in ElasticAttentionConfig(window=512).flat_options().items()}}
+    assert overrides["elastic_window"] == 512 and overrides["elastic_pattern"] == "fa-ssa"
     with pytest.raises(ValueError, match="this checkpoint is 'MistralForCausalLM'"):
         vp.elastic_architecture("MistralForCausalLM")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"hf_overrides: unknown Elastic Attention option\(s\) \['windw'\]"):
         vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), windw=512)
     approx = vp.hf_overrides(Qwen3Config(architectures=["Qwen3ForCausalLM"]), chunked_prefill="first_chunk")
     assert approx["elastic_chunked_prefill"] == "first_chunk"

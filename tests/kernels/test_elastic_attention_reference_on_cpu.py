@@ -6,7 +6,6 @@ import torch
 from verl_ext.kernels.elastic_attention.reference import (
     dense_masked_streaming,
     full_attention,
-    mixed_attention,
     streaming_attention,
     streaming_visible,
 )
@@ -41,15 +40,17 @@ def test_window_covering_everything_equals_full_attention():
     torch.testing.assert_close(streaming_attention(q, k, v, sink=0, window=1000), full_attention(q, k, v))
 
 
-def test_mixed_table_picks_each_heads_mode():
-    q, k, v = _qkv(2, 90, 8, 2, 8, seed=5)
-    table = torch.tensor([[1, 0, 1, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0]])
-    out = mixed_attention(q, k, v, table, sink=4, window=16)
-    full, sparse = full_attention(q, k, v), streaming_attention(q, k, v, sink=4, window=16)
-    expected = torch.where(table.bool()[:, None, :, None], full, sparse)
-    torch.testing.assert_close(out, expected)
-    with pytest.raises(ValueError, match=r"full_heads must be \(B, Hq\)"):
-        mixed_attention(q, k, v, table[:, :4])
+def test_block_sparse_visibility_hand_checked():
+    """modes.visible for a block mask: a query sees the keys of its kept blocks, causally."""
+    from verl_ext.kernels.elastic_attention import modes
+
+    mask = torch.tensor([[[True, False], [False, True]]])  # one head, 2 x 2 blocks: the diagonal only
+    pos = torch.arange(4)
+    vis = modes.visible(modes.BLOCK_SPARSE, pos[:, None], pos[None, :], block_mask=mask, mask_block=2)[0]
+    assert vis.tolist() == [[True, False, False, False], [True, True, False, False],
+                            [False, False, True, False], [False, False, True, True]]
+    with pytest.raises(ValueError, match="mode code 9 is unknown"):
+        modes.visible(9, pos[:, None], pos[None, :])
 
 
 def test_bad_shapes():

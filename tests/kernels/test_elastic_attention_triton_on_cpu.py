@@ -3,16 +3,23 @@
 all-sparse and mixed tables, varlen and padded batches, outputs poisoned with NaN, inputs drawn from
 (fixed seeds, ``tests/kernels/conftest.py``)."""
 
+import functools
+
 import pytest
 import torch
 
 from verl_ext.kernels.elastic_attention import modes as M
 from verl_ext.kernels.elastic_attention import ops
-from verl_ext.kernels.elastic_attention.decode import elastic_decode
+from verl_ext.kernels.elastic_attention import decode as _decode
+from verl_ext.kernels.elastic_attention import pair as _pair
 from verl_ext.kernels.elastic_attention.mode_table_reference import (decode_reference, mixed_pair_reference,
                                                                      prefill_reference)
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill, sequences
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention.ops import sequences
+
+# The kernels themselves: backend="triton" (the interpreter here), unless a call asks for another back end.
+elastic_prefill = functools.partial(ops.elastic_prefill, backend="triton")
+elastic_attention_pair = functools.partial(_pair.elastic_attention_pair, backend="triton")
+elastic_decode = functools.partial(_decode.elastic_decode, backend="triton")
 
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 3e-2}
 
@@ -139,16 +146,17 @@ def test_prefill_block_rounded_streaming_differs_from_token_exact(gen):
     assert (exact - rounded).abs().max() > 1e-3
 
 
-def test_auto_backend_without_interpreter_is_the_reference(monkeypatch, gen):
+def test_auto_backend_is_the_kernels_on_cuda_and_the_reference_elsewhere(monkeypatch, gen):
     q, k, v = _rand(gen, 1, 50, 4, 32), _rand(gen, 1, 50, 2, 32), _rand(gen, 1, 50, 2, 32)
     table = torch.tensor([[0, 1, 2, 0]])
     triton_out = elastic_prefill(q, k, v, table, sink=3, window=9, round_block=16)
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert ops.resolve_backend("auto", q.device) == "reference"
-    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
-        elastic_prefill(q, k, v, table, backend="triton")
-    torch.testing.assert_close(elastic_prefill(q, k, v, table, sink=3, window=9, round_block=16), triton_out,
+    assert ops.resolve_backend("auto", q.device) == "reference"  # the interpreter only when asked for
+    assert ops.resolve_backend("auto", torch.device("cuda")) == ("triton" if ops.HAVE_TRITON else "reference")
+    torch.testing.assert_close(ops.elastic_prefill(q, k, v, table, sink=3, window=9, round_block=16), triton_out,
                                rtol=2e-5, atol=2e-5)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        ops.elastic_prefill(q, k, v, table, backend="triton")
 
 
 @pytest.mark.parametrize("t,groups,round_block", [(63, 1, None), (100, 4, 16)])

@@ -14,8 +14,7 @@ from verl_ext.kernels.elastic_attention import modes as M
 from verl_ext.kernels.elastic_attention.mode_table_reference import mixed_pair_reference, prefill_reference
 from verl_ext.kernels.elastic_attention.ops import elastic_prefill, sequences
 from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
-from verl_ext.kernels.elastic_attention.reference import (dense_masked_streaming, full_attention, mixed_attention,
-                                                          streaming_attention)
+from verl_ext.kernels.elastic_attention.reference import dense_masked_streaming, full_attention, streaming_attention
 from verl_ext.kernels.elastic_attention.xattention import block_sparse_attention, xattention_block_mask
 
 RTOL = ATOL = 2e-4  # float32 against float64
@@ -66,18 +65,18 @@ def test_streaming_attention_cpu_flash_path(t, sink, window, block, groups):
     _check(got, want, "qkv")
 
 
-@pytest.mark.parametrize("sparse_mode", ["streaming", "xattention"])
-def test_mixed_attention_every_head_in_its_mode(sparse_mode):
+@pytest.mark.parametrize("sparse_code", [M.STREAMING, M.STREAMING_BLOCKS, M.BLOCK_SPARSE])
+def test_reference_prefill_every_head_in_its_mode(sparse_code):
+    """The reference back end of the mode-table prefill (the CPU fast paths per mode) on a padded batch."""
     t, hq, hk, d = 300, 4, 2, 16
     q, k, v, w = _inputs(1, (2, t, hq, d), (2, t, hk, d), (2, t, hk, d), (2, t, hq, d))
     full_heads = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]])
-    xattn = {"stride": 4, "block": 32, "threshold": 0.6}
-    (out,), got = _grads(lambda *x: mixed_attention(*x, full_heads, 5, 40, None, sparse_mode=sparse_mode,
-                                                    xattn=xattn), (q, k, v), w)
-    starts, lens = sequences(q)
-    sparse_code = M.STREAMING if sparse_mode == "streaming" else M.BLOCK_SPARSE
     table = torch.where(full_heads.bool(), M.FULL, sparse_code)
     block_mask = xattention_block_mask(q, k, 4, 32, 0.6)
+    (out,), got = _grads(lambda *x: elastic_prefill(*x, table, sink=5, window=40, round_block=128,
+                                                    block_mask=block_mask, mask_block=32, backend="reference"),
+                         (q, k, v), w)
+    starts, lens = sequences(q)
 
     def oracle(q, k, v):
         flat = [x.reshape(-1, x.shape[2], x.shape[3]) for x in (q, k, v)]

@@ -8,26 +8,19 @@ with the mismatch instead of silently misrouting. The official (full-model) chec
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from verl_ext.elastic_attention.hf import _layers
-
-_OFFICIAL = re.compile(r"^(?:model\.)?layers\.(\d+)\.self_attn\.mask_allocator\.(cls_feat_extractor|cls_router_head_agnostic)\.(\d+)\.(weight|bias)$")
-_OURS = re.compile(r"^layers\.(\d+)\.(task_mlp|router_mlp)\.(\d+)\.(weight|bias)$")
-_RENAME = {"cls_feat_extractor": "task_mlp", "cls_router_head_agnostic": "router_mlp"}
+from verl_ext.elastic_attention import router_names
+from verl_ext.elastic_attention.state import elastic_layers
 
 
 def _describe(model) -> dict[str, str]:
-    attn = _layers(model)[0].self_attn
-    return {"model_type": str(model.config.model_type), "num_layers": str(len(_layers(model))),
-            "num_key_value_heads": str(model.config.num_key_value_heads), "head_dim": str(attn.head_dim)}
-
-
-_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.elastic_router\.(.+)$")
+    attns = elastic_layers(model)
+    return {"model_type": str(model.config.model_type), "num_layers": str(len(attns)),
+            "num_key_value_heads": str(model.config.num_key_value_heads), "head_dim": str(attns[0].head_dim)}
 
 
 def save_router_adapter(model, path: str | Path, router_params: dict[str, torch.Tensor] | None = None) -> Path:
@@ -36,15 +29,12 @@ def save_router_adapter(model, path: str | Path, router_params: dict[str, torch.
     tensors = {}
     if router_params is not None:
         for name, tensor in router_params.items():
-            if m := _PARAM.search(name):
-                tensors[f"layers.{m.group(1)}.{m.group(2)}"] = tensor.detach().cpu().contiguous()
+            if router_names.is_router(name) and (parsed := router_names.parse(name)):
+                tensors[router_names.adapter_name(*parsed)] = tensor.detach().cpu().contiguous()
     else:
-        for i, layer in enumerate(_layers(model)):
-            router = getattr(layer.self_attn, "elastic_router", None)
-            if router is None:
-                raise ValueError("the model has no elastic routers; call enable_elastic_attention first.")
-            for name, tensor in router.state_dict().items():
-                tensors[f"layers.{i}.{name}"] = tensor.detach().cpu().contiguous()
+        for i, attn in enumerate(elastic_layers(model)):
+            for name, tensor in attn.elastic_router.state_dict().items():
+                tensors[router_names.adapter_name(i, name)] = tensor.detach().cpu().contiguous()
     if not tensors:
         raise ValueError("no router tensors to save.")
     path = Path(path)
@@ -66,22 +56,16 @@ def load_router_adapter(model, path: str | Path) -> None:
                          ", ".join(f"{k} adapter={a} model={b}" for k, (a, b) in mismatched.items()))
     per_layer: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in load_file(str(path)).items():
-        if m := _OURS.match(key):
-            layer, module, idx, kind = m.groups()
-        elif m := _OFFICIAL.match(key):
-            layer, module, idx, kind = m.groups()
-            module = _RENAME[module]
-        else:
+        parsed = router_names.parse(key)
+        if parsed is None:
             continue  # a full official checkpoint also holds the frozen backbone
-        per_layer.setdefault(int(layer), {})[f"{module}.{idx}.{kind}"] = tensor
-    layers = _layers(model)
-    if sorted(per_layer) != list(range(len(layers))):
+        per_layer.setdefault(parsed[0], {})[parsed[1]] = tensor
+    attns = elastic_layers(model)
+    if sorted(per_layer) != list(range(len(attns))):
         raise ValueError(f"router adapter {path} has routers for layers {sorted(per_layer)[:5]}..., the model has "
-                         f"{len(layers)} layers.")
-    for i, layer in enumerate(layers):
-        router = getattr(layer.self_attn, "elastic_router", None)
-        if router is None:
-            raise ValueError("the model has no elastic routers; call enable_elastic_attention first.")
+                         f"{len(attns)} layers.")
+    for i, attn in enumerate(attns):
+        router = attn.elastic_router
         state = per_layer[i]
         for name, param in router.state_dict().items():
             if name not in state:

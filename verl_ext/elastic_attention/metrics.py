@@ -1,35 +1,78 @@
 """Sparsity metrics of Elastic Attention decisions.
 
-- Omega_MSR (model sparsity ratio): the share of (layer, KV head) pairs routed to sparse attention, per sequence.
-- Omega_ESR (effective sparsity ratio): the share of causal query-key pairs a sequence's attention skips:
-  sum over sparse heads of (1 - streaming pairs / causal pairs at its length), divided by all heads. Full heads
-  skip nothing; a sparse head on a prompt shorter than sink + window skips nothing either.
+- Omega_MSR (model sparsity ratio): the share of (layer, KV head) pairs routed to the sparse mode, per sequence.
+- Omega_ESR (effective sparsity ratio): the share of causal query-key pairs a sequence's attention skips, averaged
+  over (layer, query head): each head skips 1 - (pairs its mode sees / causal pairs at the sequence's length).
+  Full heads skip nothing; a streaming head on a prompt shorter than sink + window skips nothing either; an
+  XAttention head skips what its block mask drops. Under XA-SSA both modes skip, so Omega_ESR can exceed
+  Omega_MSR's share.
 """
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
+
+from verl_ext.kernels.elastic_attention import modes as M
 
 
 def msr(decisions: torch.Tensor) -> torch.Tensor:
-    """decisions (B, L, H) with 1 = full -> (B,) Omega_MSR."""
-    return 1.0 - decisions.float().flatten(1).mean(dim=1)
-
-
-def msr_per_layer(decisions: torch.Tensor) -> torch.Tensor:
-    """(B, L, H) -> (B, L)."""
-    return 1.0 - decisions.float().mean(dim=2)
+    """decisions (B, L, H) or (B, H) with 1 = retrieval (full) -> (B,) Omega_MSR, the share of sparse (layer,
+    KV head) pairs. The one definition: hard decisions for reports, straight-through ones (differentiable) for the
+    training penalty."""
+    return 1.0 - decisions.to(torch.promote_types(decisions.dtype, torch.float32)).flatten(1).mean(dim=1)
 
 
 def streaming_pair_fraction(length: int, sink: int, window: int) -> float:
-    """Streaming-visible causal pairs / causal pairs at ``length`` tokens (token-exact pattern)."""
+    """Streaming-visible causal pairs / causal pairs at ``length`` tokens (token-exact pattern), in closed form."""
     causal = length * (length + 1) / 2
     visible = sum(min(i + 1, min(sink, i + 1) + min(window, max(0, i + 1 - sink))) for i in range(length))
     return visible / causal
 
 
-def esr(decisions: torch.Tensor, lengths: torch.Tensor, sink: int, window: int) -> torch.Tensor:
-    """decisions (B, L, H), lengths (B,) -> (B,) Omega_ESR."""
-    sparse_share = msr(decisions)
-    kept = torch.tensor([streaming_pair_fraction(int(n), sink, window) for n in lengths], dtype=torch.float32)
-    return sparse_share * (1.0 - kept)
+def _rule_pair_fraction(code: int, length: int, sink: int, window: int, round_block: int, chunk: int = 1024) -> float:
+    """Visible / causal pairs of a position rule (``modes.visible``), counted in row chunks (bounded memory)."""
+    seen = 0
+    keys = torch.arange(length)[None, :]
+    for i0 in range(0, length, chunk):
+        rows = torch.arange(i0, min(i0 + chunk, length))[:, None]
+        seen += int(M.visible(code, rows, keys, sink, window, round_block).sum())
+    return seen / (length * (length + 1) / 2)
+
+
+def block_pair_fraction(block_mask: torch.Tensor, mask_block: int, length: int) -> torch.Tensor:
+    """(..., nb, nb) kept blocks -> (...,) visible / causal pairs: each kept (query block, key block) tile counts
+    its causal pairs inside ``length`` tokens."""
+    nb = -(-length // mask_block)
+    sizes = torch.full((nb,), mask_block, dtype=torch.float64)
+    sizes[-1] = length - mask_block * (nb - 1)
+    pairs = sizes[:, None] * sizes[None, :]
+    pairs = torch.where(torch.ones(nb, nb, dtype=torch.bool).tril(-1), pairs, torch.zeros(()))
+    pairs += torch.diag(sizes * (sizes + 1) / 2)
+    kept = block_mask[..., :nb, :nb].to(torch.float64).cpu()
+    return (kept * pairs).sum(dim=(-1, -2)) / (length * (length + 1) / 2)
+
+
+def esr(codes: torch.Tensor, length: int, sink: int, window: int, round_block: int = 1,
+        block_masks: Optional[Sequence[Optional[torch.Tensor]]] = None, mask_block: Optional[int] = None) -> float:
+    """Omega_ESR of one sequence: ``codes`` (L, Hq) mode codes (``mode_table.table`` per layer), ``length`` its
+    tokens; ``block_masks[l]`` (Hq, nb, nb) for layers with BLOCK_SPARSE heads."""
+    skipped = torch.zeros(codes.shape, dtype=torch.float64)
+    rule_share = {}
+    for layer in range(codes.shape[0]):
+        for head in range(codes.shape[1]):
+            code = int(codes[layer, head])
+            if code == M.FULL:
+                continue
+            if code == M.BLOCK_SPARSE:
+                if block_masks is None or block_masks[layer] is None or mask_block is None:
+                    raise ValueError(f"layer {layer} has block-sparse heads: pass its block mask and mask_block.")
+                share = float(block_pair_fraction(block_masks[layer][head], mask_block, length))
+            else:
+                if code not in rule_share:
+                    rule_share[code] = (streaming_pair_fraction(length, sink, window) if code == M.STREAMING
+                                        else _rule_pair_fraction(code, length, sink, window, round_block))
+                share = rule_share[code]
+            skipped[layer, head] = 1.0 - share
+    return float(skipped.mean())

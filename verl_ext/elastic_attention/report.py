@@ -2,7 +2,8 @@
 
 Runs every prompt's prefill through the elastic model (deterministic routing) and writes ``report.json`` (per-task
 Omega_MSR and Omega_ESR with n, every prompt's decisions), ``report.md`` (the per-task table) and
-``routing_heatmap.png`` (layers x KV heads: the share of prompts routing each head to full attention, per task).
+``routing_heatmap.png`` (layers x KV heads: the share of prompts routing each head to the retrieval mode: full
+attention, or XAttention under ``--pattern xa-ssa``; per task).
 PROMPTS.jsonl rows: ``{"prompt": text or chat messages, "task": label}``.
 """
 
@@ -16,8 +17,12 @@ from pathlib import Path
 
 import torch
 
-from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
+from verl_ext.elastic_attention import mode_table
+from verl_ext.elastic_attention.config import PATTERNS, XATTENTION_FIELDS, ElasticAttentionConfig, XAttentionSettings
+from verl_ext.elastic_attention.hf import enable_elastic_attention
 from verl_ext.elastic_attention.metrics import esr, msr
+from verl_ext.elastic_attention.router import expand_to_query_heads
+from verl_ext.elastic_attention.state import elastic_decisions, elastic_layers
 
 
 def load_prompts(path: str | Path) -> list[dict]:
@@ -43,11 +48,20 @@ def route_prompts(model, tokenizer, rows: list[dict], config: ElasticAttentionCo
                                                                                       tokenize=False)
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
         model(input_ids=ids)
-        decisions = elastic_decisions(model)  # (1, L, H)
+        decisions = elastic_decisions(model)  # (1, L, H_kv)
         records.append({"task": row["task"], "tokens": ids.shape[1], "decisions": decisions[0].tolist(),
-                        "msr": float(msr(decisions)[0]),
-                        "esr": float(esr(decisions, torch.tensor([ids.shape[1]]), config.sink, config.window)[0])})
+                        "msr": float(msr(decisions)[0]), "esr": sequence_esr(model, config, ids.shape[1])})
     return records
+
+
+def sequence_esr(model, config: ElasticAttentionConfig, length: int) -> float:
+    """Omega_ESR of the single sequence of the last forward, from every layer's modes (and block masks)."""
+    attns = elastic_layers(model)
+    groups = model.config.num_attention_heads // model.config.num_key_value_heads
+    codes = torch.stack([mode_table.table(config, expand_to_query_heads(a.elastic.decisions, groups))[0]
+                         for a in attns])
+    masks = [None if a.elastic.block_mask is None else a.elastic.block_mask[0] for a in attns]
+    return esr(codes, length, config.sink, config.window, config.block_size or 1, masks, config.xattention.block)
 
 
 def summarise(records: list[dict]) -> dict:
@@ -59,7 +73,7 @@ def summarise(records: list[dict]) -> dict:
             for task, rs in sorted(by_task.items())}
 
 
-def heatmap(summary: dict, path: Path) -> None:
+def heatmap(summary: dict, path: Path, retrieval: str = "full attention") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +94,7 @@ def heatmap(summary: dict, path: Path) -> None:
             ax.set_ylabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(image, ax=axes[0].tolist(), label="share of prompts routing the head to full attention")
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"share of prompts routing the head to {retrieval}")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -93,12 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="elastic_report")
     parser.add_argument("--sink", type=int, default=128)
     parser.add_argument("--window", type=int, default=2048)
+    parser.add_argument("--pattern", default="fa-ssa", choices=sorted(PATTERNS),
+                        help="retrieval mode - sparse mode (the paper's names)")
+    defaults = XAttentionSettings()
+    for name in XATTENTION_FIELDS:
+        parser.add_argument(f"--xattention-{name}", type=type(getattr(defaults, name)), default=getattr(defaults, name),
+                            help="XAttention setting (fa-xa, xa-ssa)")
     args = parser.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from verl_ext.elastic_attention.adapter import load_router_adapter
 
-    config = ElasticAttentionConfig(sink=args.sink, window=args.window)
+    xattention = XAttentionSettings(**{n: getattr(args, f"xattention_{n}") for n in XATTENTION_FIELDS})
+    config = ElasticAttentionConfig(pattern=args.pattern, sink=args.sink, window=args.window, xattention=xattention)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = enable_elastic_attention(AutoModelForCausalLM.from_pretrained(args.model).eval(), config)
     if args.adapter:
@@ -107,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"config": config.__dict__, "summary": summary, "records": records}))
+    (out / "report.json").write_text(json.dumps({"config": config.flat_options(), "summary": summary, "records": records}))
     lines = ["| task | n | Omega_MSR | Omega_ESR |", "|---|---|---|---|"]
     lines += [f"| {t} | {s['n']} | {s['msr']:.3f} | {s['esr']:.3f} |" for t, s in summary.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    heatmap(summary, out / "routing_heatmap.png")
+    heatmap(summary, out / "routing_heatmap.png",
+            "full attention" if config.retrieval_mode == "full" else "XAttention (retrieval mode)")
     print(json.dumps({t: {"n": s["n"], "msr": s["msr"], "esr": s["esr"]} for t, s in summary.items()}))
     return 0
 

@@ -2,7 +2,8 @@
 
 Sign convention (used everywhere in verl_ext): ``z = 1`` means the KV head runs **full attention** (a retrieval
 head), ``z = 0`` means **sparse attention**; class index 1 of the router's 2 logits is "full" (the official code's
-convention; the paper's r_hard = 1 means sparse, i.e. r = 1 - z). Model sparsity ratio Omega_MSR = mean(1 - z).
+convention; the paper's r_hard = 1 means sparse, i.e. r = 1 - z). Model sparsity ratio Omega_MSR = mean(1 - z)
+(``metrics.msr``).
 
 Shapes: B sequences, T tokens, H KV heads, D head_dim.
 """
@@ -14,6 +15,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from verl_ext.elastic_attention.config import POOL_MODES
 
 FULL, SPARSE = 1, 0
 
@@ -42,7 +45,6 @@ class ElasticRouter(nn.Module):
         return self.router_mlp(self.task_mlp(pooled_keys))
 
 
-POOL_MODES = ("boundary", "boundary_concat", "segment")
 
 
 def boundary_pool(keys: torch.Tensor, lengths: Optional[torch.Tensor] = None, budget: int = 100,
@@ -77,17 +79,6 @@ def boundary_pool(keys: torch.Tensor, lengths: Optional[torch.Tensor] = None, bu
         weights = inside.to(torch.float32)
     summed = torch.einsum("bt,bthd->bhd", weights, keys.float())
     return summed / weights.sum(dim=1)[:, None, None]
-
-
-def boundary_pool_varlen(keys: torch.Tensor, cu_seqlens: torch.Tensor, budget: int = 100,
-                         mode: str = "boundary") -> torch.Tensor:
-    """``boundary_pool`` for packed sequences: keys (total, H, D), cu_seqlens (B+1,) -> (B, H, D)."""
-    if keys.dim() != 3:
-        raise ValueError(f"packed keys must be (total_tokens, H, D); got shape {tuple(keys.shape)}.")
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != keys.shape[0] or any(b >= e for b, e in zip(bounds, bounds[1:])):
-        raise ValueError(f"cu_seqlens {bounds} must start at 0, increase strictly and end at {keys.shape[0]}.")
-    return torch.cat([boundary_pool(keys[s:e][None], None, budget, mode) for s, e in zip(bounds, bounds[1:])])
 
 
 def gumbel_noise(shape, generator: Optional[torch.Generator] = None, device=None, eps: float = 1e-10) -> torch.Tensor:
@@ -135,7 +126,3 @@ def tau_cosine(step: int, max_steps: int, tau_max: float = 1.5, tau_min: float =
         return tau_min
     return tau_min + 0.5 * (tau_max - tau_min) * (1 + math.cos(math.pi * step / end))
 
-
-def model_sparsity_ratio(z: torch.Tensor) -> torch.Tensor:
-    """Omega_MSR per sequence: the share of sparse KV heads. z (B, H) or (B, L, H) -> (B,)."""
-    return 1.0 - z.float().flatten(1).mean(dim=1)

@@ -30,7 +30,6 @@ class ElasticRouterTrainer(SFTTrainer):
         if list(self.config.data.get("elastic_tasks") or []) != list(self.elastic_settings.tasks):
             raise ValueError(f"data.elastic_tasks {list(self.config.data.get('elastic_tasks') or [])} must equal "
                              f"elastic.tasks {list(self.elastic_settings.tasks)} (same names, same order).")
-        ElasticRouterEngine.settings = self.elastic_settings
         config = TrainingWorkerConfig(
             model_type=ENGINE_MODEL_TYPE,
             model_config=self.model_config,
@@ -41,6 +40,11 @@ class ElasticRouterTrainer(SFTTrainer):
         )
         self.training_client = TrainingWorker(config=config)
         self.engine = self.training_client.engine
+        if not isinstance(self.engine, ElasticRouterEngine):
+            raise RuntimeError(f"the engine registry built {type(self.engine).__name__} for {ENGINE_MODEL_TYPE!r}; "
+                               "is the verl_ext plugin loaded (VERL_USE_EXTERNAL_PLUGINS)?")
+        # The module is built later (SFTTrainer._init_engine -> TrainingWorker.reset), after the settings are in.
+        self.engine.settings = self.elastic_settings
         self.training_client.set_loss_fn(loss_fn=partial(elastic_router_loss, engine=self.engine))
 
     def fit(self):

@@ -4,7 +4,8 @@
 
 Omega is each sequence's model sparsity ratio from the straight-through decisions (1 - mean z over layers and KV
 heads). The multipliers are trained by gradient *ascent* (their own optimizer group with ``maximize=True``), so a
-task that misses its target keeps raising its penalty. Targets: robust tasks 1.0, sensitive tasks 0.7 (paper).
+task that misses its target keeps raising its penalty. Targets per task come from the recipe config (paper:
+robust tasks 1.0, sensitive tasks 0.7).
 ``signed=True`` uses (Omega - t) instead of |Omega - t| for the first term (the official code's variant).
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from verl_ext.elastic_attention.hf import _layers
-
-ROBUST_TARGET, SENSITIVE_TARGET = 1.0, 0.7
+from verl_ext.elastic_attention.metrics import msr
+from verl_ext.elastic_attention.router_names import is_router
+from verl_ext.elastic_attention.state import elastic_layers
 
 
 class SparsityLagrangian(nn.Module):
@@ -41,32 +42,19 @@ class SparsityLagrangian(nn.Module):
 
 def training_omega(model) -> torch.Tensor:
     """(B,) Omega_MSR from the last training forward's straight-through decisions (differentiable)."""
-    z = [layer.self_attn.elastic_soft_decisions for layer in _layers(model)]
-    return 1.0 - torch.stack(z, dim=1).flatten(1).mean(dim=1)
-
-
-def set_router_temperature(model, tau: float | None) -> None:
-    """Gumbel temperature for training forwards; None turns the training path off (deterministic routing)."""
-    for layer in _layers(model):
-        layer.self_attn.elastic_tau = tau
+    z = [attn.elastic.soft_decisions for attn in elastic_layers(model)]
+    if any(d is None for d in z):
+        raise RuntimeError("no training forward has run: set_router_temperature(model, tau) and model.train() first.")
+    return msr(torch.stack(z, dim=1))
 
 
 def freeze_backbone(model) -> list[nn.Parameter]:
     """Freeze everything but the routers; returns the router parameters."""
     routers = []
     for name, param in model.named_parameters():
-        is_router = ".elastic_router." in name
-        param.requires_grad_(is_router)
-        if is_router:
+        param.requires_grad_(is_router(name))
+        if is_router(name):
             routers.append(param)
     if not routers:
         raise ValueError("the model has no elastic routers; call enable_elastic_attention first.")
     return routers
-
-
-def make_optimizer(model, objective: SparsityLagrangian, router_lr: float = 5e-4, lambda_lr: float = 1e-3,
-                   weight_decay: float = 0.1):
-    """Routers (AdamW, decay) descend; the multipliers (their own AdamW group) ascend."""
-    routers = freeze_backbone(model)
-    return (torch.optim.AdamW(routers, lr=router_lr, weight_decay=weight_decay),
-            torch.optim.AdamW(objective.parameters(), lr=lambda_lr, weight_decay=0.0, maximize=True))

@@ -7,8 +7,8 @@ values as attributes of the HF config:
     elastic_attention: true            # turn it on
     elastic_adapter: /path/routers.safetensors   # trained routers (this project's or the official layout)
     elastic_trainable: false           # true: the routers train with the policy (straight-through, no noise)
-    elastic_<field>: ...               # any ElasticAttentionConfig field, e.g. elastic_sink, elastic_window,
-                                       # elastic_decode, elastic_block_size, elastic_sparse_mode, elastic_backend
+    elastic_<option>: ...              # any ElasticAttentionConfig option in its flat form, e.g. elastic_pattern,
+                                       # elastic_sink, elastic_window, elastic_decode, elastic_xattention_threshold
 
 After verl builds the module (``_verl_compat`` hooks ``FSDPEngineWithLMHead._build_module``), ``prepare_module``
 adds the routers, loads the adapter and freezes them unless trainable. Before each micro-batch's forward the prompt
@@ -23,8 +23,9 @@ from typing import Optional
 
 import torch
 
-from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
-from verl_ext.elastic_attention.packed import set_prompt_lengths
+from verl_ext.elastic_attention.config import LEGACY_OPTIONS, ElasticAttentionConfig
+from verl_ext.elastic_attention.router_names import is_router
+from verl_ext.elastic_attention.state import elastic_layers, set_prompt_lengths
 
 SWITCH = "elastic_attention"
 PREFIX = "elastic_"
@@ -45,17 +46,17 @@ def settings_from_hf_config(hf_config, source: str = "actor_rollout_ref.model.ov
     names where the keys were set, for error messages."""
     if not getattr(hf_config, SWITCH, False):
         return None
-    fields = {f.name for f in dataclasses.fields(ElasticAttentionConfig)}
+    known = set(ElasticAttentionConfig.flat_keys()) | set(LEGACY_OPTIONS)
     options = {}
     for key, value in vars(hf_config).items():
         if not key.startswith(PREFIX) or key in RESERVED:
             continue
         name = key[len(PREFIX):]
-        if name not in fields:
-            raise ValueError(f"{source}.{key}: unknown Elastic Attention option; "
-                             f"known: {sorted(PREFIX + f for f in fields)} and {sorted(RESERVED)}.")
+        if name not in known:
+            raise ValueError(f"{source}.{key}: unknown Elastic Attention option; known: "
+                             f"{[PREFIX + f for f in ElasticAttentionConfig.flat_keys()]} and {sorted(RESERVED)}.")
         options[name] = value
-    attention = ElasticAttentionConfig(**options)
+    attention = ElasticAttentionConfig.from_options(options, source)
     trainable = bool(getattr(hf_config, "elastic_trainable", False))
     if trainable and attention.decode == "dense":
         raise ValueError(f"{source}.elastic_trainable=true needs elastic_decode=sparse_kv: with the paper's "
@@ -65,7 +66,7 @@ def settings_from_hf_config(hf_config, source: str = "actor_rollout_ref.model.ov
 
 
 def known_override_keys() -> list[str]:
-    return sorted({PREFIX + f.name for f in dataclasses.fields(ElasticAttentionConfig)} | RESERVED)
+    return sorted({PREFIX + f for f in (*ElasticAttentionConfig.flat_keys(), *LEGACY_OPTIONS)} | RESERVED)
 
 
 def check_override_config(config) -> None:
@@ -101,6 +102,8 @@ def prepare_module(module) -> Optional[ActorElasticSettings]:
     settings = settings_from_hf_config(module.config)
     if settings is None:
         return None
+    from verl_ext.elastic_attention.hf import enable_elastic_attention  # transformers: only when switched on
+
     enable_elastic_attention(module, settings.attention)
     if settings.adapter and next(module.parameters()).device.type != "meta":
         # (ranks that build on the meta device receive the routers with the rest of rank 0's weights)
@@ -108,14 +111,12 @@ def prepare_module(module) -> Optional[ActorElasticSettings]:
 
         load_router_adapter(module, settings.adapter)
     for name, param in module.named_parameters():
-        if ".elastic_router." in name:
+        if is_router(name):
             param.requires_grad_(settings.trainable)
-    from verl_ext.elastic_attention.hf import _layers
-
-    for layer in _layers(module):
+    for attn in elastic_layers(module):
         # Trainable routers: hard argmax decisions in the forward (as at rollout), straight-through gradient.
-        layer.self_attn.elastic_tau = 1.0 if settings.trainable else None
-        layer.self_attn.elastic_noise = False
+        attn.elastic.tau = 1.0 if settings.trainable else None
+        attn.elastic.noise = False
     module.elastic_actor_settings = settings
     return settings
 

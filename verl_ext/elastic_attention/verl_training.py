@@ -24,12 +24,13 @@ import torch
 import torch.distributed as dist
 
 from verl_ext.elastic_attention.engine_names import ENGINE_MODEL_TYPE  # noqa: F401  (re-exported)
-from verl_ext.elastic_attention.hf import ElasticAttentionConfig, _layers, enable_elastic_attention
-from verl_ext.elastic_attention.packed import set_prompt_lengths
+from verl_ext.elastic_attention.config import ElasticAttentionConfig
+from verl_ext.elastic_attention.hf import enable_elastic_attention
+from verl_ext.elastic_attention.metrics import msr
 from verl_ext.elastic_attention.router import tau_cosine, tau_exponential
-from verl_ext.elastic_attention.training import SparsityLagrangian, freeze_backbone, set_router_temperature, training_omega
-
-ROUTER_KEY = ".elastic_router."
+from verl_ext.elastic_attention.router_names import is_router
+from verl_ext.elastic_attention.state import elastic_decisions, set_prompt_lengths, set_router_temperature
+from verl_ext.elastic_attention.training import SparsityLagrangian, freeze_backbone, training_omega
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ class RouterTrainingConfig:
         return cls(**raw)
 
     def attention_config(self) -> ElasticAttentionConfig:
-        return ElasticAttentionConfig(**self.attention)
+        return ElasticAttentionConfig.from_options(self.attention, "elastic.attention")
 
     def tau(self, step: int, total_steps: int) -> float:
         if self.tau_schedule == "cosine":
@@ -101,12 +102,14 @@ def _engine_base():
 class ElasticRouterEngine(_engine_base()):
     """verl's FSDP LM engine with Elastic Attention routers as the only trained weights (see module doc)."""
 
-    settings: Optional[RouterTrainingConfig] = None  # set by the trainer before the engine is built
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings: Optional[RouterTrainingConfig] = None  # the trainer sets it before the module is built
 
     def _settings(self) -> RouterTrainingConfig:
         if self.settings is None:
-            raise RuntimeError("ElasticRouterEngine.settings is unset; build it through "
-                               "verl_ext.elastic_attention.train_routers.")
+            raise RuntimeError("ElasticRouterEngine.settings is unset: its trainer sets them between building the "
+                               "engine and initialising it; use verl_ext.elastic_attention.train_routers.")
         return self.settings
 
     def _build_module(self):
@@ -164,7 +167,7 @@ class ElasticRouterEngine(_engine_base()):
         self._training_pass = not forward_only
         if self._router_start is None:
             self._router_start = {n: _local(p.detach()).clone() for n, p in self.module.named_parameters()
-                                  if ROUTER_KEY in n}
+                                  if is_router(n)}
         return super().forward_step(micro_batch, loss_function, forward_only)
 
     def optimizer_step(self):
@@ -187,7 +190,7 @@ class ElasticRouterEngine(_engine_base()):
 
     def router_state_dict(self) -> dict:
         """Full router tensors keyed as the adapter file keys them (gathered from the shards)."""
-        return {name: _local(p.detach()).cpu() for name, p in self.module.named_parameters() if ROUTER_KEY in name}
+        return {name: _local(p.detach()).cpu() for name, p in self.module.named_parameters() if is_router(name)}
 
 
 def elastic_router_loss(model_output, data, dp_group=None, *, engine: ElasticRouterEngine):
@@ -203,8 +206,7 @@ def elastic_router_loss(model_output, data, dp_group=None, *, engine: ElasticRou
     task_ids = torch.stack([t[0] for t in data["elastic_task_ids"].unbind()]).long()
     metrics = {"elastic/lm_loss": float(ce.detach())}
     if not engine._training_pass:  # validation: hard decisions, no penalty
-        decisions = torch.stack([layer.self_attn.elastic_decisions for layer in _layers(engine.module)], dim=1)
-        omega = 1.0 - decisions.float().flatten(1).mean(dim=1)
+        omega = msr(elastic_decisions(engine.module))
         metrics.update(_per_task(omega.cpu(), task_ids, settings, "elastic/val_omega"))
         return ce, metrics
     omega = training_omega(engine.module)

@@ -33,9 +33,11 @@ from vllm.model_executor.models.llama import LlamaForCausalLM  # noqa: E402
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM  # noqa: E402
 from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM  # noqa: E402
 
-from verl_ext.elastic_attention.hf import SUPPORTED, ElasticAttentionConfig, _use_triton  # noqa: E402
+from verl_ext.elastic_attention import router_names  # noqa: E402
+from verl_ext.elastic_attention.config import ElasticAttentionConfig  # noqa: E402
 from verl_ext.elastic_attention.packed import packed_forward  # noqa: E402
 from verl_ext.elastic_attention.router import ElasticRouter  # noqa: E402
+from verl_ext.elastic_attention.state import SUPPORTED, ElasticLayerState  # noqa: E402
 from verl_ext.elastic_attention.verl_actor import settings_from_hf_config  # noqa: E402
 from verl_ext.elastic_attention.vllm_plugin import StepRouting, check_engine, routed_segments, vllm_weight_name  # noqa: E402
 
@@ -98,7 +100,7 @@ class ElasticVllmMixin:
         def backbone():
             for name, tensor in weights:
                 target = vllm_weight_name(name)
-                if ".elastic_router." in target:
+                if router_names.is_router(target):
                     if target not in params:
                         raise ValueError(f"router weight {name!r} maps to {target!r}, which this model does not "
                                          "have (adapter made for a model with more layers?).")
@@ -120,7 +122,7 @@ class ElasticVllmMixin:
             self.elastic_router_source = "adapter"
         # Every router parameter counts as initialised for vLLM's loader check: a model whose routers never
         # received weights refuses to route (``_routed_prefill``) with a message saying how to give them.
-        return loaded | {name for name in params if ".elastic_router." in name}
+        return loaded | {name for name in params if router_names.is_router(name)}
 
 
 def _install(model: ElasticVllmMixin, attn, index: int) -> None:
@@ -128,9 +130,7 @@ def _install(model: ElasticVllmMixin, attn, index: int) -> None:
     config = model.elastic_config
     device = next(attn.parameters()).device
     attn.elastic_router = ElasticRouter(attn.head_dim, config.hidden_mult).to(device=device, dtype=torch.float32)
-    attn.elastic_config = config
-    attn.elastic_prompt_lengths = None  # vLLM rows hold prompts only: pool over the whole routed row
-    attn.elastic_decisions = None
+    attn.elastic = ElasticLayerState(config)  # no prompt lengths: vLLM's routed rows hold prompts only
     # The keys before RoPE, (T, H_kv, D): after k_norm on Qwen3, the key block of the fused projection otherwise.
     # Copied, because vLLM's rotary embedding then rotates that same storage in place.
     from_norm = hasattr(attn, "k_norm")
@@ -215,14 +215,13 @@ def _routed_prefill(model: ElasticVllmMixin, attn, index: int, out: torch.Tensor
                            "hf_overrides, load a checkpoint that contains them, or sync them from the actor.")
     hq, hk, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
     keys = attn._elastic_step_keys
-    attn._elastic_keys = keys[rows][None]  # (1, T_routed, H_kv, D): what packed_forward routes on
+    attn.elastic.keys = keys[rows][None]  # (1, T_routed, H_kv, D): what packed_forward routes on
     q = query[rows].view(-1, hq, d).transpose(0, 1)[None]
     k = key[rows].view(-1, hk, d).transpose(0, 1)[None]
     v = value[rows].view(-1, hk, d).transpose(0, 1)[None]
-    backend = "triton" if _use_triton(model.elastic_config, q) else "reference"
-    mixed = packed_forward(attn, q, k, v, cu, attn.scaling, backend)[0]  # (T_routed, Hq, D)
+    mixed = packed_forward(attn, q, k, v, cu, attn.scaling)[0]  # (T_routed, Hq, D)
     out.view(out.shape[0], -1)[rows] = mixed.reshape(len(rows), hq * d).to(out.dtype)
-    step.record(index, attn.elastic_decisions)
+    step.record(index, attn.elastic.decisions)
     if index == len(model._elastic_attns) - 1:
         model.elastic_last_step = step
         totals = model.elastic_totals

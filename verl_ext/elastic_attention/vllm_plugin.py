@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from typing import Optional, Sequence
 
 import torch
+
+from verl_ext.elastic_attention import router_names
+from verl_ext.elastic_attention.config import ElasticAttentionConfig
+from verl_ext.elastic_attention.metrics import msr
 
 ARCHITECTURES = {"Qwen2ForCausalLM": "ElasticQwen2ForCausalLM", "Qwen3ForCausalLM": "ElasticQwen3ForCausalLM",
                  "LlamaForCausalLM": "ElasticLlamaForCausalLM"}
@@ -91,7 +94,7 @@ class StepRouting:
         """(routed requests,) Omega_MSR of each: share of its (layer, KV head) pairs in sparse mode."""
         if bool((self._decisions < 0).any()):
             raise KeyError("this step is not routed at every layer yet.")
-        return (self._decisions == 0).float().mean(dim=(1, 2))
+        return msr(self._decisions)
 
     def counts(self) -> tuple[int, int]:
         """(sparse, all) (request, layer, KV head) triples of a fully routed step."""
@@ -140,18 +143,11 @@ def check_chunked_prefill(policy: str, enable_chunked_prefill: bool, max_num_bat
             "or max_num_batched_tokens >= max_model_len, or accept the first_chunk approximation.")
 
 
-_ADAPTER = re.compile(r"^layers\.(\d+)\.((?:task_mlp|router_mlp)\..+)$")
-_OFFICIAL = re.compile(r"^(?:model\.)?layers\.(\d+)\.self_attn\.mask_allocator\.(cls_feat_extractor|cls_router_head_agnostic)\.(.+)$")
-_RENAME = {"cls_feat_extractor": "task_mlp", "cls_router_head_agnostic": "router_mlp"}
-
-
 def vllm_weight_name(name: str) -> str:
-    """Router weight names of every source -> ``model.layers.<i>.self_attn.elastic_router.<...>``."""
-    if m := _ADAPTER.match(name):
-        return f"model.layers.{m.group(1)}.self_attn.elastic_router.{m.group(2)}"
-    if m := _OFFICIAL.match(name):
-        return f"model.layers.{m.group(1)}.self_attn.elastic_router.{_RENAME[m.group(2)]}.{m.group(3)}"
-    return name  # verl's weight sync already uses the module names; backbone names are vLLM's own
+    """Router weight names of every source -> ``model.layers.<i>.self_attn.elastic_router.<...>``; any other name
+    (vLLM's own backbone names) unchanged."""
+    parsed = router_names.parse(name)
+    return name if parsed is None else router_names.module_name(*parsed)
 
 
 def elastic_architecture(architecture: str) -> str:
@@ -164,16 +160,14 @@ def elastic_architecture(architecture: str) -> str:
 def hf_overrides(hf_config, adapter: Optional[str] = None, chunked_prefill: str = "disable", **attention) -> dict:
     """vLLM ``hf_overrides`` selecting the elastic variant of ``hf_config``'s architecture, carrying the settings in
     the same flat ``elastic_*`` keys the actor reads (``verl_actor.py``)."""
-    from verl_ext.elastic_attention.hf import ElasticAttentionConfig
-
-    ElasticAttentionConfig(**attention)  # validate the fields now, not inside the engine
+    config = ElasticAttentionConfig.from_options(attention, "hf_overrides")  # validate now, not inside the engine
     if chunked_prefill not in CHUNKED_PREFILL_POLICIES:
         raise ValueError(f"chunked_prefill={chunked_prefill!r}; known: {CHUNKED_PREFILL_POLICIES}.")
     archs = list(getattr(hf_config, "architectures", None) or [])
     if len(archs) != 1:
         raise ValueError(f"expected one architecture in the model config, found {archs}.")
     overrides = {"architectures": [elastic_architecture(archs[0])], "elastic_attention": True,
-                 **{f"elastic_{k}": v for k, v in attention.items()}}
+                 **{f"elastic_{k}": v for k, v in config.flat_options().items()}}
     if chunked_prefill != "disable":
         overrides["elastic_chunked_prefill"] = chunked_prefill
     if adapter:

@@ -1,5 +1,0 @@
-#!/usr/bin/env bash
-# Routers for Qwen3-8B (paper setup). Usage:
-#   bash recipes/elastic_attention/run_qwen3_8b.sh MODEL_DIR TRAIN_PARQUET OUT_DIR [extra hydra overrides...]
-set -euo pipefail
-bash "$(dirname "$0")/run_router_training.sh" "$@" 
