@@ -12,6 +12,7 @@ EXPECTED = {
     "adv_estimators": ["re2", "re2_rebalanced"],
     "trainers": ["verl_ext_sync"],
     "engines": ["elastic_language_model"],
+    "rollout_model_hooks": ["elastic_attention"],
 }
 
 

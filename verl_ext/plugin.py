@@ -15,7 +15,8 @@ moment verl imports it:
 | ``verl.workers.engine.base`` | router training's engine (``elastic_language_model``) |
 | ``verl.workers.engine.fsdp.transformer_impl`` | the model-built / pre-forward seams; verl's FSDP engines for the ``cpu`` device |
 | ``verl.trainer.ppo.core_algos`` | advantage estimators ``re2``, ``re2_rebalanced`` |
-| ``verl.trainer.ppo.v1.trainer_sync`` | the trainer mode ``verl_ext_sync`` |
+| ``verl.trainer.ppo.v1.trainer_sync`` | the trainer mode ``verl_ext_sync`` and each method's metric contributors |
+| ``verl_ext.rollout.model_hooks`` | Elastic Attention's model hook of the ``hf`` rollout |
 
 ``registered_names()`` imports those modules and reports what is registered (tests, ``python -m verl_ext.doctor``).
 """
@@ -159,6 +160,12 @@ def _on_trainer_sync(_module) -> None:
     add_metric_contributor("re2_validation", "verl_ext.re2.trainer:validation_metric_contributor", kind="validation")
 
 
+def _on_model_hooks(module) -> None:
+    from verl_ext.elastic_attention.rollout_hook import HOOK
+
+    module.register_model_hook(HOOK)
+
+
 REGISTRATIONS = {
     "verl.plugin.platform.platform_manager": _on_platform_manager,
     "verl.utils.device": _on_device,
@@ -169,6 +176,7 @@ REGISTRATIONS = {
     "verl.workers.engine.fsdp.transformer_impl": _on_fsdp_engine,
     "verl.trainer.ppo.core_algos": _on_core_algos,
     "verl.trainer.ppo.v1.trainer_sync": _on_trainer_sync,
+    "verl_ext.rollout.model_hooks": _on_model_hooks,
 }
 
 
@@ -191,6 +199,7 @@ def registered_names() -> dict[str, list[str]]:
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
     from verl_ext.platform.cpu import PLATFORM_NAME
+    from verl_ext.rollout.model_hooks import model_hooks
 
     return {
         "platforms": [n for n in PlatformRegistry.registered_names() if n == PLATFORM_NAME],
@@ -199,6 +208,7 @@ def registered_names() -> dict[str, list[str]]:
         "adv_estimators": [n for n in core_algos.ADV_ESTIMATOR_REGISTRY if n in ADV_ESTIMATORS],
         "trainers": sorted(n for n in TRAINER_REGISTRY if n == TRAINER_MODE),
         "engines": [n for n in EngineRegistry._engines if n.startswith("elastic_")],
+        "rollout_model_hooks": [h.name for h in model_hooks()],
     }
 
 

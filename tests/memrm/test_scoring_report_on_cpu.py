@@ -22,6 +22,24 @@ def test_score_output_and_reward_function(tmp_path):
         compute_score("memrm/LCR/x", "[[A]]", "C", info)
 
 
+def test_pass_through_fields_are_kept_aggregated_by_length_and_checked(tmp_path):
+    """Any numeric rollout field named in the config rides along (e.g. an Elastic judge's elastic_msr), absent
+    values are left out rather than 0, and a non-number names the field and the fix."""
+    path = str(tmp_path / "r.jsonl")
+    for i, (letter, verdict, length, msr) in enumerate([("A", "A", "8k", 0.25), ("B", "A", "8k", 0.75),
+                                                         ("A", "A", "64k", None)]):
+        info = {"pair_id": f"p{i}", "order": [0, 1], "prompt_sha": str(i), "view": "official", "ctx_length": length,
+                "setting": "Mem0-Mem", "task": "Multi-turn_Dialogue_Understanding", "chosen_chars": 1,
+                "rejected_chars": 2, **({} if msr is None else {"elastic_msr": msr, "unlisted": 3.0})}
+        out = compute_score("memrm/x", f"[[{verdict}]]", letter, info, records_path=path, model="m",
+                            pass_through=["elastic_msr"])
+        assert ("elastic_msr" in out) == (msr is not None) and "unlisted" not in out
+    summary = summarise(RecordStore(path).load().values())["pass_through"]
+    assert summary == {"elastic_msr": {"8k": {"mean": 0.5, "n": 2, "accuracy": 0.5}}}
+    with pytest.raises(ValueError, match="pass-through field 'elastic_msr' is 'high'.*reward_kwargs.pass_through"):
+        compute_score("memrm/x", "[[A]]", "A", {"elastic_msr": "high"}, pass_through=["elastic_msr"])
+
+
 def test_partial_line_from_a_killed_writer_is_skipped_and_recomputed(tmp_path):
     store = RecordStore(tmp_path / "r.jsonl")
     store.append({"key": "k1", "v": 1})

@@ -99,16 +99,21 @@ def length_baselines(records: Sequence[dict]) -> dict:
     }
 
 
-def elastic_msr_by_length(records: Sequence[dict]) -> dict:
-    """Mean judge Omega_MSR (share of sparse-routed heads at prefill, from an Elastic Attention judge) and accuracy
-    per length bucket; empty when the judge ran without Elastic Attention."""
-    rows = [r for r in records if r.get("elastic_msr") is not None]
+def pass_through_by_length(records: Sequence[dict]) -> dict:
+    """{field: {length: {mean, n, accuracy}}} for every pass-through field the records carry (the names listed in
+    each record's ``pass_through``; see ``scoring.compute_score``); records without a value are left out."""
+    names = sorted({name for r in records for name in r.get("pass_through") or ()})
     out = {}
-    for length in LENGTHS:
-        picked = [r for r in rows if r["ctx_length"] == length]
-        if picked:
-            out[length] = {"msr": sum(float(r["elastic_msr"]) for r in picked) / len(picked), "n": len(picked),
-                           "accuracy": sum(r["correct_strict"] for r in picked) / len(picked)}
+    for name in names:
+        rows = [r for r in records if r.get(name) is not None]
+        by_length = {}
+        for length in LENGTHS:
+            picked = [r for r in rows if r["ctx_length"] == length]
+            if picked:
+                by_length[length] = {"mean": sum(float(r[name]) for r in picked) / len(picked), "n": len(picked),
+                                     "accuracy": sum(r["correct_strict"] for r in picked) / len(picked)}
+        if by_length:
+            out[name] = by_length
     return out
 
 
@@ -116,7 +121,7 @@ def summarise(records: Iterable[dict]) -> dict:
     records = list(records)
     official = [r for r in records if r.get("view", "official") == "official"] or records
     return {
-        "elastic_msr": elastic_msr_by_length(official),
+        "pass_through": pass_through_by_length(official),
         "strict": accuracy_tables(official, "correct_strict"),
         "lenient": accuracy_tables(official, "correct_lenient"),
         "position": position_bias(official),

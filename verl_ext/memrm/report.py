@@ -57,11 +57,11 @@ def markdown(summary: dict) -> str:
               f"lenient {100 * pos['lenient_parse_failure_rate']:.1f}%.",
               f"Length-only baselines: always-A {100 * base['always_A']:.1f}%, always-B {100 * base['always_B']:.1f}%, "
               f"pick-longer {100 * base['pick_longer']:.1f}%, pick-shorter {100 * base['pick_shorter']:.1f}%."]
-    if summary.get("elastic_msr"):
-        lines += ["", "Elastic Attention judge: Omega_MSR (share of sparse heads at prefill) beside accuracy:", "",
-                  "| length | Omega_MSR | accuracy % (n) |", "|---|---|---|"]
-        for length, c in summary["elastic_msr"].items():
-            lines.append(f"| {length} | {c['msr']:.3f} | {100 * c['accuracy']:.1f} ({c['n']}) |")
+    for name, by_length in (summary.get("pass_through") or {}).items():
+        lines += ["", f"`{name}` (passed through from the judge's rollout) beside accuracy:", "",
+                  f"| length | mean {name} | accuracy % (n) |", "|---|---|---|"]
+        for length, c in by_length.items():
+            lines.append(f"| {length} | {c['mean']:.3f} | {100 * c['accuracy']:.1f} ({c['n']}) |")
     if summary["dual_order"]:
         d = summary["dual_order"]
         lines.append(f"Dual order ({d['pairs']} pairs): mean accuracy {100 * d['mean_accuracy_both_orders']:.1f}%, "

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 
 from verl_ext.rollout.hf_engine import HFGenerationEngine
+from verl_ext.rollout.model_hooks import engine_keys, model_hooks
 from verl_ext.rollout.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,11 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         hf_kwargs = dict((rollout_config.engine_kwargs or {}).get("hf") or {})
         threads = int(hf_kwargs.pop("num_threads", os.cpu_count() or 1))
-        elastic = hf_kwargs.pop("elastic", None)
+        hook_options = {key: hf_kwargs.pop(key) for key in engine_keys() if key in hf_kwargs}
         if hf_kwargs:
             raise ValueError(
                 f"actor_rollout_ref.rollout.engine_kwargs.hf has unknown keys {sorted(hf_kwargs)}; "
-                "known: ['num_threads', 'elastic']."
+                f"known: {['num_threads', *engine_keys()]}."
             )
         self.device = _select_device()
         if self.device.type == "cpu":
@@ -82,18 +83,12 @@ class HFRolloutServer:
             path, dtype=dtype, trust_remote_code=model_config.trust_remote_code, attn_implementation="sdpa"
         ).to(self.device)
         self.model.eval()
-        from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
-
-        # One switch for actor, reference and rollout: actor_rollout_ref.model.override_config.elastic_attention.
-        from_model = settings_from_hf_config(model_config.hf_config)
-        if elastic is not None and from_model is not None:
-            raise ValueError("Elastic Attention is configured twice: actor_rollout_ref.model.override_config."
-                             "elastic_attention and actor_rollout_ref.rollout.engine_kwargs.hf.elastic; keep one.")
-        self.elastic = elastic is not None or from_model is not None
-        if elastic is not None:
-            self._enable_elastic(dict(elastic))
-        elif from_model is not None:
-            self._enable_elastic({**dataclasses.asdict(from_model.attention), "adapter": from_model.adapter})
+        # What the registered methods do to the model (model_hooks): each active hook keeps its state.
+        self.hooks = []
+        for hook in model_hooks():
+            state = hook.prepare(self.model, model_config.hf_config, hook_options.get(hook.engine_key))
+            if state is not None:
+                self.hooks.append((hook, state))
         eos = self._eos_token_ids(model_config)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=int(rollout_config.seed or 0))
@@ -111,32 +106,15 @@ class HFRolloutServer:
         self._asleep = False
         self._incoming: dict[str, torch.Tensor] = {}
 
-    def _enable_elastic(self, options: dict) -> None:
-        """Generate with Elastic Attention: ``engine_kwargs.hf.elastic`` holds ElasticAttentionConfig fields and an
-        optional ``adapter`` (router safetensors). Routing is deterministic; each response reports its prefill's
-        Omega_MSR in ``extra_fields["elastic_msr"]``."""
-        from verl_ext.elastic_attention.adapter import load_router_adapter
-        from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
-
-        adapter = options.pop("adapter", None)
-        try:
-            config = ElasticAttentionConfig(**options)
-        except TypeError as exc:
-            raise ValueError(f"actor_rollout_ref.rollout.engine_kwargs.hf.elastic: {exc}") from exc
-        enable_elastic_attention(self.model, config)
-        if adapter:
-            load_router_adapter(self.model, adapter)
-
     def _generate_batch(self, prompts, params):
-        """Generate, then read the batch's routing (same thread, so no other batch interleaves)."""
+        """Generate, then each active hook's per-row extra fields (same thread, so no other batch interleaves)."""
         results = self.engine.generate(prompts, params)
-        msr = None
-        if self.elastic:
-            from verl_ext.elastic_attention.hf import elastic_decisions
-            from verl_ext.elastic_attention.metrics import msr as model_sparsity
-
-            msr = model_sparsity(elastic_decisions(self.model)).tolist()
-        return results, msr
+        extras = [{} for _ in prompts]
+        for hook, state in self.hooks:
+            if hook.extra_fields is not None:
+                for row, fields in zip(extras, hook.extra_fields(self.model, state, len(prompts))):
+                    row.update(fields)
+        return results, extras
 
     def _eos_token_ids(self, model_config) -> list[int]:
         ids: list[int] = []
@@ -180,10 +158,8 @@ class HFRolloutServer:
         outcome = await future
         if outcome is None:
             return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted", extra_fields=self._extra())
-        generation, msr = outcome
-        extra = {**self._extra(), "finish_reason": generation.finish_reason}
-        if msr is not None:
-            extra["elastic_msr"] = msr
+        generation, fields = outcome
+        extra = {**self._extra(), **fields, "finish_reason": generation.finish_reason}
         return TokenOutput(token_ids=generation.token_ids, log_probs=generation.log_probs, stop_reason="completed",
                            extra_fields=extra)
 
@@ -198,12 +174,12 @@ class HFRolloutServer:
             batch, self._pending = self._pending, []
             self._in_flight += len(batch)
             try:
-                results, msr = await asyncio.to_thread(
+                results, extras = await asyncio.to_thread(
                     self._generate_batch, [r.prompt_ids for r in batch], [r.params for r in batch]
                 )
-                for row, (request, result) in enumerate(zip(batch, results)):
+                for request, result, fields in zip(batch, results, extras):
                     if not request.future.done():
-                        request.future.set_result((result[0], None if msr is None else msr[row]))
+                        request.future.set_result((result[0], fields))
             except Exception as exc:  # noqa: BLE001 - every waiting request receives the failure
                 for request in batch:
                     if not request.future.done():
@@ -226,8 +202,9 @@ class HFRolloutServer:
         if unexpected:
             raise KeyError(f"hf rollout: weight update has names the model lacks: {unexpected[:5]} ...")
         tied = self._tied_names()
-        # Elastic routers live only on the rollout side unless the actor trains and sends them.
-        missing = sorted(n for n in set(state) - set(incoming) - tied if ".elastic_router." not in n)
+        # Parameters a hook owns on the rollout side (e.g. routers the actor does not train) may be absent.
+        skips = [hook.skip_in_weight_sync for hook, _ in self.hooks if hook.skip_in_weight_sync is not None]
+        missing = sorted(n for n in set(state) - set(incoming) - tied if not any(skip(n) for skip in skips))
         if missing:
             raise KeyError(f"hf rollout: weight update is missing {len(missing)} tensors, e.g. {missing[:5]}")
         with torch.no_grad():
