@@ -74,7 +74,8 @@ def elastic_decode(q, k_cache, v_cache, cache_lens, sparse_heads, *, sink: int =
     hk = k_cache.shape[2]
     splits = _n_splits(max_len, b * hk, q.device)
     split_len = -(-max_len // splits)
-    block_n = 128 if q.device.type == "cuda" else 16
+    launch = cuda_launch(q.dtype, d) if q.device.type == "cuda" else {"BLOCK_N": 16}
+    block_n = launch["BLOCK_N"]
     split_len = -(-split_len // block_n) * block_n
     o_part = _alloc((b * hq, splits, d), q, torch.float32)
     lse_part = _alloc((b * hq, splits), q, torch.float32)
@@ -83,10 +84,17 @@ def elastic_decode(q, k_cache, v_cache, cache_lens, sparse_heads, *, sink: int =
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         hq, hk, hq // hk, splits, split_len, scale * LOG2E, sink, window,
-        HEAD_DIM=d, BLOCK_N=block_n, BLOCK_G=max(16, triton.next_power_of_2(hq // hk)), **dot_flags(q),
-        **({"num_warps": 4} if q.device.type == "cuda" else {}),
+        HEAD_DIM=d, BLOCK_G=max(16, triton.next_power_of_2(hq // hk)), **dot_flags(q), **launch,
     )
     return combine_splits(o_part, lse_part).reshape(b, hq, d).to(q.dtype)
+
+
+def cuda_launch(dtype: torch.dtype, head_dim: int) -> dict:
+    """The decode kernel's tile and launch settings on CUDA. fp32 at head_dim 128 takes two pipeline stages: three
+    need 278,528 B of shared memory, over sm_90's 232,448 B per block (``scripts/compile_sm90.py`` checks every
+    launch against it)."""
+    wide = torch.empty((), dtype=dtype).element_size() * head_dim >= 512
+    return {"BLOCK_N": 128, "num_warps": 4, "num_stages": 2 if wide else 3}
 
 
 def combine_splits(o_part: torch.Tensor, lse_part: torch.Tensor) -> torch.Tensor:

@@ -96,11 +96,13 @@ def test_pair_forward_backward(dtype, gen):
                                    msg=lambda m: f"d{name}: {m}")
 
 
-def test_decode(gen):
+# fp32 at head_dim 128: the launch whose shared memory once exceeded an sm_90 block (scripts/compile_sm90.py)
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float32, 1e-4)])
+def test_decode(gen, dtype, tol):
     b, tmax, hq, hk, d = 2, 5000, 32, 8, 128
-    q, kc, vc = (_rand(gen, *s, dtype=torch.bfloat16) for s in ((b, hq, d), (b, tmax, hk, d), (b, tmax, hk, d)))
+    q, kc, vc = (_rand(gen, *s, dtype=dtype) for s in ((b, hq, d), (b, tmax, hk, d), (b, tmax, hk, d)))
     lens = torch.tensor([5000, 1777], device="cuda")
     sparse = torch.rand(b, hq, device="cuda", generator=gen) < 0.5
     out = elastic_decode(q, kc, vc, lens, sparse, sink=128, window=1024)
     ref = decode_reference(q.float(), kc.float(), vc.float(), lens, sparse, 128, 1024)
-    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
