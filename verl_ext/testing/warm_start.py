@@ -35,6 +35,17 @@ def _encode(tokenizer, a: int, op: str, b: int, style: str = "boxed") -> tuple[l
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
 
 
+def _trainable(model_dir: Path, seed: int):
+    """(tokenizer, float32 model in train mode, seeded random.Random); torch's generator seeded too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.train()
+    torch.manual_seed(seed)
+    return tokenizer, model, random.Random(seed)
+
+
 def supervised_step(model, optimizer, batch: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
     """One teacher-forced step on (token ids, prompt length) pairs; loss only on the tokens after the prompt."""
     width = max(len(ids) for ids, _ in batch)
@@ -59,17 +70,11 @@ def warm_start(model_dir: str | Path, steps: int = 600, batch_size: int = 32, lr
     Every example is a fresh draw: a problem, then its style (boxed with ``boxed_share``, a redo with ``redo_share``,
     otherwise unboxed).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if steps < 1 or not 0 <= boxed_share <= 1 or not 0 <= redo_share <= 1 - boxed_share:
         raise ValueError(f"warm start needs steps >= 1 and 0 <= redo_share <= 1 - boxed_share; got steps={steps}, "
                          f"boxed_share={boxed_share}, redo_share={redo_share}.")
     model_dir = Path(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.train()
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
+    tokenizer, model, rng = _trainable(model_dir, seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # float reductions depend on the thread count: fix it for reproducibility
     problems = arithmetic.all_problems(ops="+-")
@@ -97,16 +102,10 @@ def warm_start_judge(model_dir: str | Path, prompts: list[list[int]], max_steps:
     ``prompts`` are chat-templated judge prompts as token ids. The model learns the format, not the judgement, so a
     judge run on it has parsable verdicts near 50% accuracy.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not prompts:
         raise ValueError("warm_start_judge needs at least one judge prompt.")
     model_dir = Path(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.train()
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
+    tokenizer, model, rng = _trainable(model_dir, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     verdicts = {v: tokenizer(v + " Agent " + v[2] + " is better.", add_special_tokens=False)["input_ids"]
                 for v in ("[[A]]", "[[B]]")}
