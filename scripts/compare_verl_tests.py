@@ -61,7 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "verl-own-tests"))
     args = parser.parse_args()
-    root = fetch(Path(args.work))
+    root = fetch(Path(args.work).resolve())  # pytest runs with cwd=root: its report path must be absolute
     files = ["tests/plugin/test_platform_abstraction.py"] + sorted(
         str(p.relative_to(root)) for p in (root / "tests").rglob("*_on_cpu.py"))
     runs = [start(root, plugins, files) for plugins in ("none", "auto")]
