@@ -94,8 +94,8 @@ def heatmap(summary: dict, path: Path, retrieval: str = "full attention") -> Non
             ax.set_ylabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(image, ax=axes[0].tolist(), label=f"share of prompts routing the head to {retrieval}")
-    fig.savefig(path, dpi=120)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"share of prompts routing\nthe head to {retrieval}")
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the colorbar label is outside the axes grid
     plt.close(fig)
 
 
