@@ -86,14 +86,14 @@ def plots(summary: dict, out: Path) -> None:
         xs = [i + shift for i, c in zip(x, cells) if c]
         acc = [c["accuracy"] for c in cells if c]
         err = [[c["accuracy"] - c["ci95"][0] for c in cells if c], [c["ci95"][1] - c["accuracy"] for c in cells if c]]
-        ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label=task)
+        line = ax.errorbar(xs, acc, yerr=err, marker="o", capsize=3, label=task)
         for xi, c in zip(xs, [c for c in cells if c]):
-            # staggered per task so the labels of tasks at the same point never overprint
+            # staggered per task and in the task's colour, so labels at the same point never overprint
             ax.annotate(f"n={c['n']}", (xi, c["accuracy"]), textcoords="offset points", xytext=(4, 4 + 8 * k),
-                        fontsize=6)
+                        fontsize=6, color=line[0].get_color())
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (0.5)")
     ax.set_xticks(x, LENGTHS)
-    ax.set(xlabel="context length bucket", ylabel="accuracy (strict parse), 95% CI", ylim=(0, 1.12),
+    ax.set(xlabel="context length bucket", ylabel="accuracy (strict parse), 95% CI", ylim=(0, 1.2),
            yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0], title="Judge accuracy by context length")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: covers no point
     fig.tight_layout()

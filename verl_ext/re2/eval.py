@@ -84,15 +84,16 @@ def _plot(path: Path, series: dict[str, dict], xlabel: str, ylabel: str, title: 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, (label, s) in enumerate(series.items()):
-        ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", capsize=3, label=label)
-        for x, y, n in zip(s["x"], s["y"], s.get("n") or []):  # staggered per series: labels never overprint
-            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(3, 4 + 8 * k), fontsize=6)
+        line = ax.errorbar(s["x"], s["y"], yerr=s.get("err"), marker="o", capsize=3, label=label)
+        for x, y, n in zip(s["x"], s["y"], s.get("n") or []):  # staggered, in the series' colour: never overprint
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(3, 4 + 8 * k), fontsize=6,
+                        color=line[0].get_color())
     if logx:
         ax.set_xscale("log", base=2)
         ticks = sorted({x for s in series.values() for x in s["x"]})
         ax.set_xticks(ticks, [str(t) for t in ticks])
     # Headroom above 1 for the n labels; the legend sits below the axes so it covers no point.
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, 1.12), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, 1.2), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(series), 3))
     fig.tight_layout()
