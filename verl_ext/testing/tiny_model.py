@@ -55,7 +55,8 @@ class TinyModelSpec:
             raise ValueError(f"heads={self.heads} must be a multiple of kv_heads={self.kv_heads} (GQA groups).")
 
 
-def train_tokenizer(vocab_size: int):
+def train_tokenizer(vocab_size: int, corpus: list[str] | None = None):
+    """A byte-level BPE trained on ``corpus`` (default: the arithmetic task) and the recipes' phrases."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -68,7 +69,7 @@ def train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(arithmetic.corpus() + EXTRA_CORPUS, trainer)
+    tok.train_from_iterator((arithmetic.corpus() if corpus is None else corpus) + EXTRA_CORPUS, trainer)
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
     hf_tok.chat_template = CHAT_TEMPLATE
     return hf_tok
@@ -97,13 +98,14 @@ def _config(spec: TinyModelSpec, vocab_size: int, eos_id: int, pad_id: int):
     return LlamaConfig(**common)
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Write config, random weights, tokenizer and generation config to ``out_dir``; returns the folder."""
+def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec(), corpus: list[str] | None = None) -> Path:
+    """Write config, random weights, tokenizer (trained on ``corpus``, default the arithmetic task) and generation
+    config to ``out_dir``; returns the folder."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(spec.vocab)
+    tokenizer = train_tokenizer(spec.vocab, corpus)
     # Round the embedding up so no sampled id falls outside the tokenizer's vocabulary by more than padding.
     vocab_size = ((len(tokenizer) + 63) // 64) * 64
     eos_id, pad_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids(PAD_TOKEN)

@@ -10,29 +10,39 @@ teaches the sums on every problem (teacher forcing, loss on response tokens only
 - ``redo_share`` of the examples abandon a wrong attempt with Re²'s redo phrase: the phrase is known but rare.
 
 It is capped by steps and seeded, never by time, and runs on a fixed number of threads, so the same call gives
-the same model on a loaded machine as on an idle one.
+the same model on a loaded machine as on an idle one. ``warm_start_on`` is the same loop for any task's examples
+(``verl_ext.testing.guess_check`` for Re² in miniature).
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from verl_ext.testing import arithmetic
 
 
-def _encode(tokenizer, a: int, op: str, b: int, style: str = "boxed") -> tuple[list[int], int]:
-    question, _ = arithmetic.make_problem(a, op, b)
+def _encode(tokenizer, question: str, response: str) -> tuple[list[int], int]:
+    """(chat prompt + response + EOS token ids, prompt length)."""
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
     )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response = {"boxed": arithmetic.reference_response, "unboxed": arithmetic.unboxed_response,
-                "redo": arithmetic.redo_response}[style](a, op, b)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     return prompt_ids + response_ids + [tokenizer.eos_token_id], len(prompt_ids)
+
+
+def arithmetic_example(rng: random.Random, boxed_share: float, redo_share: float) -> tuple[str, str]:
+    """(question, response): a problem, then its style (boxed with ``boxed_share``, a redo with ``redo_share``,
+    otherwise unboxed)."""
+    draw = rng.random()  # the style before the problem: the order every cached main-job model was built with
+    a, op, b = rng.choice(arithmetic.all_problems(ops="+-"))
+    style = (arithmetic.reference_response if draw < boxed_share
+             else arithmetic.redo_response if draw < boxed_share + redo_share else arithmetic.unboxed_response)
+    return arithmetic.make_problem(a, op, b)[0], style(a, op, b)
 
 
 def _trainable(model_dir: Path, seed: int):
@@ -65,28 +75,31 @@ def supervised_step(model, optimizer, batch: list[tuple[list[int], int]], pad_id
 
 def warm_start(model_dir: str | Path, steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
                boxed_share: float = 0.3, redo_share: float = 0.02, seed: int = 0, threads: int = 2) -> dict:
-    """Train the model in ``model_dir`` in place for ``steps`` steps; returns ``{"steps", "first_loss", "last_loss"}``.
+    """Train the model in ``model_dir`` in place on the arithmetic task for ``steps`` steps; returns
+    ``{"steps", "first_loss", "last_loss"}``. Every example is a fresh draw of ``arithmetic_example``."""
+    if not 0 <= boxed_share <= 1 or not 0 <= redo_share <= 1 - boxed_share:
+        raise ValueError(f"warm start needs 0 <= redo_share <= 1 - boxed_share; got boxed_share={boxed_share}, "
+                         f"redo_share={redo_share}.")
+    return warm_start_on(model_dir, lambda rng: arithmetic_example(rng, boxed_share, redo_share), steps,
+                         batch_size, lr, seed, threads)
 
-    Every example is a fresh draw: a problem, then its style (boxed with ``boxed_share``, a redo with ``redo_share``,
-    otherwise unboxed).
-    """
-    if steps < 1 or not 0 <= boxed_share <= 1 or not 0 <= redo_share <= 1 - boxed_share:
-        raise ValueError(f"warm start needs steps >= 1 and 0 <= redo_share <= 1 - boxed_share; got steps={steps}, "
-                         f"boxed_share={boxed_share}, redo_share={redo_share}.")
+
+def warm_start_on(model_dir: str | Path, draw: Callable[[random.Random], tuple[str, str]], steps: int,
+                  batch_size: int = 32, lr: float = 3e-3, seed: int = 0, threads: int = 2) -> dict:
+    """Teacher-forced training of the model in ``model_dir`` (in place) on examples ``draw(rng) -> (question,
+    response)``, a fresh draw per example; returns ``{"steps", "first_loss", "last_loss"}``."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"warm start needs steps >= 1 and batch_size >= 1; got steps={steps}, "
+                         f"batch_size={batch_size}.")
     model_dir = Path(model_dir)
     tokenizer, model, rng = _trainable(model_dir, seed)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)  # float reductions depend on the thread count: fix it for reproducibility
-    problems = arithmetic.all_problems(ops="+-")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     losses = []
     try:
         for _ in range(steps):
-            batch = []
-            for _ in range(batch_size):
-                draw = rng.random()
-                style = "boxed" if draw < boxed_share else "redo" if draw < boxed_share + redo_share else "unboxed"
-                batch.append(_encode(tokenizer, *rng.choice(problems), style=style))
+            batch = [_encode(tokenizer, *draw(rng)) for _ in range(batch_size)]
             losses.append(float(supervised_step(model, optimizer, batch, tokenizer.pad_token_id).detach()))
     finally:
         torch.set_num_threads(previous_threads)
