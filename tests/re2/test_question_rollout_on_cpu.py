@@ -62,6 +62,10 @@ def test_two_stages_rewards_and_prompts(tokenizer, detector, grader):
     assert redo[0].score == pytest.approx((1 / 3) * (1 - (1 / 3) ** 5) / (2 / 3))
     assert redo[0].row_uid == "q7/p0#redo" and result.continuations[0].row_uid == "q7/p0"
     assert result.summary()["redo"] == 2 and result.summary()["continuations"] == 6
+    # The budget counts every sampled token: both full responses and each continuation before its redo cut.
+    sampled = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts] * 2
+    assert result.summary()["generated_tokens"] == 2 * len(gen.full) + sum(sampled)
+    assert sum(len(c.token_ids) for c in result.continuations) < sum(sampled)  # the redo rows were cut
 
 
 def test_degenerate_groups_are_dropped_and_flagged_for_eviction(tokenizer, detector, grader):

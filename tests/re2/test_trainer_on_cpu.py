@@ -19,6 +19,10 @@ def test_step_metrics_count_each_question_once():
     assert metrics["re2/degenerate_group_frac"] == pytest.approx(3 / 4)
     assert metrics["grading/timeouts"] == 1 and metrics["re2/trained_rows"] == 3
     assert metrics["re2/redo_reward_mean"] == pytest.approx(0.4)
+    assert "re2/generated_tokens" not in metrics  # not counted by the rollout that wrote these rows: absent, not 0
+    q1, q2 = q1 | {"generated_tokens": 100}, q2 | {"generated_tokens": 60}
+    infos = [_info("redo", 0.4, "a/p0", q1), _info("correct", 1.0, "a/p0", q1), _info("incorrect", 0.0, "b/p0", q2)]
+    assert step_metrics(infos, ["a", "a", "b"])["re2/generated_tokens"] == 160
 
 
 def test_step_without_redo_or_without_answers_leaves_those_figures_out():

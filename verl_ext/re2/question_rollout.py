@@ -39,6 +39,7 @@ class Continuation:
     reward: float = 0.0  # score + overlong penalty: what the policy is trained on
     kept: bool = True
     extra: dict = dataclasses.field(default_factory=dict)
+    generated: int = 0  # tokens sampled, before the cut after a redo phrase: the generation budget it used
 
     @property
     def row_uid(self) -> str:
@@ -69,6 +70,8 @@ class QuestionRollout:
             "grading_timeouts": sum(c.grade_status == STATUS_TIMEOUT for c in self.continuations),
             "grading_refused": sum(c.grade_status == STATUS_REFUSED for c in self.continuations),
             "kept": sum(c.kept for c in self.continuations),
+            # everything sampled for the question, full responses (stage 1) included: Re²'s token budget
+            "generated_tokens": sum(map(len, self.full_responses)) + sum(c.generated for c in self.continuations),
         }
 
 
@@ -117,9 +120,10 @@ async def rollout_question(
     grades = await asyncio.gather(*[asyncio.to_thread(grade, text, str(ground_truth)) for _, _, text in cut])
     continuations = []
     redo = config.redo_check()
-    for (group, _), (_, _, extra), (truncated, log_probs, text), graded in zip(requests, outputs, cut, grades):
+    for (group, _), (sampled, _, extra), (truncated, log_probs, text), graded in zip(requests, outputs, cut, grades):
         outcome = classify(text, graded.correct, redo)
-        continuations.append(Continuation(group, truncated, log_probs, text, outcome, graded.status, extra=extra))
+        continuations.append(Continuation(group, truncated, log_probs, text, outcome, graded.status, extra=extra,
+                                          generated=len(sampled)))
     scores = three_way_rewards([c.outcome for c in continuations], [question_uid] * len(continuations),
                                [c.group.uid for c in continuations], config.max_redo_rounds)
     rewards = scores.copy()
