@@ -79,8 +79,8 @@ def new_run_dir(root: Path, config_name: str, seed: int) -> Path:
 
 
 def trainer_command(model_dir: Path, train: Path, val: Path, run: Path, steps: int, config_name: str, seed: int,
-                    extra=(), validate: bool = True) -> list[str]:
-    validation = ([f"trainer.test_freq={min(VAL_EVERY, steps)}", "trainer.val_before_train=true"] if validate
+                    extra=(), validate: bool = True, val_every: int = VAL_EVERY) -> list[str]:
+    validation = ([f"trainer.test_freq={min(val_every, steps)}", "trainer.val_before_train=true"] if validate
                   else ["trainer.test_freq=-1", "trainer.val_before_train=false"])
     return [
         sys.executable, "-m", "verl.trainer.main_ppo", f"--config-path={config_dir()}", f"--config-name={config_name}",
@@ -218,6 +218,30 @@ def plot_curve(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run_trainer(run_dir: Path, cmd: list[str], steps: int, resume: bool = False, quiet: bool = False) -> int:
+    """Run verl's trainer command ``cmd`` in ``run_dir``: its output to ``trainer.log``, its step metrics to
+    ``metrics.jsonl`` (a line per step on the console unless ``quiet``); returns the exit code."""
+    metrics = run_dir / "metrics.jsonl"
+    previous = read_metrics(metrics)
+    if previous and not resume:
+        raise RuntimeError(f"{metrics} exists; a new run never writes into an old run's folder.")
+    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics), RAY_DEDUP_LOGS="0", TOKENIZERS_PARALLELISM="false",
+               PYTHONWARNINGS="ignore")
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    if resume and metrics.exists():  # verl's file logger truncates its file: keep the earlier steps
+        metrics.rename(run_dir / f"metrics-until-step{previous[-1]['step'] if previous else 0}.jsonl")
+    progress = Progress(metrics, steps, start_step=previous[-1]["step"] if (resume and previous) else 0)
+    if not quiet:
+        progress.start()
+    with open(run_dir / "trainer.log", "a") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
+    progress.stop.set()
+    if not quiet:
+        progress.join()
+        progress.flush()
+    return proc.returncode
+
+
 def run(root: Path, config_name: str = "re2_cpu_smoke", steps: int | None = None, seed: int = 0, extra=(),
         resume: Path | None = None, quiet: bool = False, validate: bool = True, cache: Path | None = None) -> dict:
     """Run the job; returns the summary (with ``run_dir``, ``model_dir``, ``returncode``, ``wall_s``). The model
@@ -234,28 +258,12 @@ def run(root: Path, config_name: str = "re2_cpu_smoke", steps: int | None = None
     train, val = arithmetic.write_parquet(run_dir / "data", num_train=NUM_TRAIN, num_val=NUM_VAL, seed=seed)
     say(f"  model {model_dir} (built and warm-started in {time.perf_counter() - start:.0f} s); starting verl "
         "(Ray and its workers: about a minute) ...")
+    returncode = run_trainer(run_dir, trainer_command(model_dir, train, val, run_dir, steps, config_name, seed, extra,
+                                                      validate), steps, resume=resume is not None, quiet=quiet)
     metrics = run_dir / "metrics.jsonl"
-    previous = read_metrics(metrics)
-    if previous and not resume:
-        raise RuntimeError(f"{metrics} exists; a new run never writes into an old run's folder.")
-    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics), RAY_DEDUP_LOGS="0", TOKENIZERS_PARALLELISM="false",
-               PYTHONWARNINGS="ignore")
-    env.setdefault("RAY_AUTH_MODE", "disabled")
-    if resume and metrics.exists():  # verl's file logger truncates its file: keep the earlier steps
-        metrics.rename(run_dir / f"metrics-until-step{previous[-1]['step'] if previous else 0}.jsonl")
-    cmd = trainer_command(model_dir, train, val, run_dir, steps, config_name, seed, extra, validate)
-    progress = Progress(metrics, steps, start_step=previous[-1]["step"] if (resume and previous) else 0)
-    if not quiet:
-        progress.start()
-    with open(run_dir / "trainer.log", "a") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
-    progress.stop.set()
-    if not quiet:
-        progress.join()
-        progress.flush()
     records = read_metrics(metrics)
     summary = summarise(records)
-    summary.update({"run_dir": str(run_dir), "model_dir": str(model_dir), "returncode": proc.returncode,
+    summary.update({"run_dir": str(run_dir), "model_dir": str(model_dir), "returncode": returncode,
                     "config": config_name, "seed": seed,
                     "metrics": str(metrics), "log": str(run_dir / "trainer.log"),
                     "wall_s": round(time.perf_counter() - start, 1)})
