@@ -10,7 +10,7 @@ from verl_ext.cpu_smoke import read_metrics, run
 pytestmark = pytest.mark.slow
 
 RE2_KEYS = {"re2/redo_rate", "re2/degenerate_group_frac", "re2/kept_frac", "grading/timeouts", "grading/refused",
-            "re2/trained_rows"}
+            "re2/trained_rows", "re2/generated_tokens"}
 REDO_ONLY = {"re2/length/redo", "re2/redo_reward_mean"}  # present exactly when the step has redo rows
 
 
@@ -40,6 +40,7 @@ def test_two_steps_with_re2_metrics(result):
         assert RE2_KEYS <= set(data), RE2_KEYS - set(data)
         assert (REDO_ONLY <= set(data)) == (data["re2/redo_rate"] > 0), data
         assert math.isfinite(data["actor/pg_loss"]) and data["re2/num_continuations"] > 0
+        assert data["re2/generated_tokens"] > data["re2/num_continuations"]  # full responses too, >= 1 token each
         assert 0 <= data["re2/redo_rate"] <= 1 and 0 <= data["re2/degenerate_group_frac"] <= 1
         assert data["grading/timeouts"] == 0
 

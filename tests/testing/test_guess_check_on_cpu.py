@@ -66,7 +66,8 @@ def test_rows_are_disjoint_and_in_verls_schema(tmp_path):
     train, val = guess_check.write_parquet(tmp_path, num_train=64, num_val=36, seed=3)
     train, val = pd.read_parquet(train), pd.read_parquet(val)
     assert len(train) == 64 and len(val) == 36
-    assert not set(train["extra_info"].map(lambda e: e["question"])) & set(val["extra_info"].map(lambda e: e["question"]))
+    questions = [set(df["extra_info"].map(lambda e: e["question"])) for df in (train, val)]
+    assert len(questions[0]) == 64 and len(questions[1]) == 36 and not questions[0] & questions[1]
     row = val.iloc[0]
     assert row["data_source"] == guess_check.DATA_SOURCE and row["prompt"][0]["role"] == "user"
     x = int(row["reward_model"]["ground_truth"])
