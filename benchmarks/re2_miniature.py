@@ -8,7 +8,7 @@ The task (``verl_ext.testing.guess_check``): "Find x with x + a = c."; a respons
 guess a few tokens later, so abandoning a failed attempt and starting afresh pays, as Re² assumes of reasoning
 models. The warm start (per seed, seeded, step-capped) half knows the small sums, guesses the large ones at random,
 and ends 2% of its examples with the redo phrase after a failed check: the starting policy solves about 1 sample in
-5 and redoes ~1% of the time (the paper: 0.5%).
+8 and redoes 1.5-3% of the time (the paper: 0.5%).
 
 Methods (``verl_ext/config/re2_miniature.yaml``, ``re2_miniature_baseline.yaml``), identical optimiser and data:
 
