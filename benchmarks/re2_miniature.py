@@ -2,6 +2,7 @@
 own trainer (hf rollout) with Re² and with a budget-matched GRPO baseline, three seeds each.
 
     .venv/bin/python benchmarks/re2_miniature.py [--quick] [--seeds 0 1 2] [--steps 40] [--out runs/re2_miniature]
+                                                 [--re2-override KEY=VALUE ...] [--baseline-override KEY=VALUE ...]
 
 The task (``verl_ext.testing.guess_check``): "Find x with x + a = c."; a response guesses x, checks the guess
 ("4 + 3 = 7, not 9" or "6 + 3 = 9, right") and boxes it. The guess decides the answer and the check shows a failed
@@ -125,10 +126,11 @@ def interpolate(xs: list[float], ys: list[float], x: float) -> float:
     return ys[-1]
 
 
-def train(method: str, model_dir: Path, data: tuple[Path, Path], out: Path, size: Size, seed: int) -> Path:
+def train(method: str, model_dir: Path, data: tuple[Path, Path], out: Path, size: Size, seed: int,
+          overrides: tuple = ()) -> Path:
     config = METHODS[method]
     run_dir = new_run_dir(out, config, seed)
-    cmd = trainer_command(model_dir, *data, run_dir, size.steps, config, seed, size.overrides,
+    cmd = trainer_command(model_dir, *data, run_dir, size.steps, config, seed, (*size.overrides, *overrides),
                           val_every=size.val_every)
     print(f"  {method}: {size.steps} steps through verl's trainer, run folder {run_dir}", flush=True)
     code = run_trainer(run_dir, cmd, size.steps)
@@ -146,7 +148,7 @@ def final_checkpoint(run_dir: Path, steps: int, model_dir: Path) -> Path:
     return hf
 
 
-def run_seed(seed: int, size: Size, out: Path, grader) -> dict:
+def run_seed(seed: int, size: Size, out: Path, grader, overrides: dict | None = None) -> dict:
     from re2_miniature_eval import evaluate
 
     start = time.perf_counter()
@@ -159,7 +161,7 @@ def run_seed(seed: int, size: Size, out: Path, grader) -> dict:
     result = {"seed": seed, "curves": {}, "tts": {}}
     final = {}
     for method in METHODS:
-        run_dir = train(method, model_dir, data, out, size, seed)
+        run_dir = train(method, model_dir, data, out, size, seed, tuple((overrides or {}).get(method, ())))
         result["curves"][method] = curve(run_dir)
         final[method] = final_checkpoint(run_dir, size.steps, model_dir)
         result[f"run_dir_{method}"] = str(run_dir)
@@ -209,6 +211,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one step, tiny sizes (CI: figures produced)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default 40)")
+    parser.add_argument("--re2-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a hydra override for the Re² runs only, e.g. algorithm.adv_estimator=re2_rebalanced")
+    parser.add_argument("--baseline-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a hydra override for the baseline runs only")
     parser.add_argument("--out", default="runs/re2_miniature")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else Size()
@@ -221,12 +227,13 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     grader = MathGrader(timeout_s=5.0)
     try:
-        results = [run_seed(seed, size, out, grader) for seed in args.seeds]
+        overrides = {"re2": args.re2_override, "baseline": args.baseline_override}
+        results = [run_seed(seed, size, out, grader, overrides) for seed in args.seeds]
     finally:
         grader.close()
     summary = summarise(results, size, time.perf_counter() - start)
-    (out / "results.json").write_text(json.dumps({"summary": summary, "seeds": results,
-                                                  "size": dataclasses.asdict(size)}, indent=1))
+    record = {"summary": summary, "seeds": results, "size": dataclasses.asdict(size), "overrides": overrides}
+    (out / "results.json").write_text(json.dumps(record, indent=1))
     from re2_miniature_plots import plot_all
 
     plot_all(out, results, summary)
