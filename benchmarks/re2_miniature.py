@@ -140,11 +140,12 @@ def train(method: str, model_dir: Path, data: tuple[Path, Path], out: Path, size
     return run_dir
 
 
-def final_checkpoint(run_dir: Path, steps: int, model_dir: Path) -> Path:
+def final_checkpoint(run_dir: Path, steps: int) -> Path:
+    """The last step's Hugging Face folder (weights, config and tokenizer: ``save_contents`` has ``hf_model``)."""
     hf = run_dir / "checkpoints" / f"global_step_{steps}" / "actor" / "huggingface"
-    if not (hf / "tokenizer_config.json").exists():  # the tokenizer never changes: the warm start's
-        for f in model_dir.glob("tokenizer*"):
-            shutil.copy(f, hf / f.name)
+    if not (hf / "config.json").exists() or not (hf / "tokenizer_config.json").exists():
+        raise RuntimeError(f"{hf} holds no model and tokenizer; the run must save hf_model at its last step "
+                           "(actor_rollout_ref.actor.checkpoint.save_contents).")
     return hf
 
 
@@ -163,7 +164,7 @@ def run_seed(seed: int, size: Size, out: Path, grader, overrides: dict | None = 
     for method in METHODS:
         run_dir = train(method, model_dir, data, out, size, seed, tuple((overrides or {}).get(method, ())))
         result["curves"][method] = curve(run_dir)
-        final[method] = final_checkpoint(run_dir, size.steps, model_dir)
+        final[method] = final_checkpoint(run_dir, size.steps)
         result[f"run_dir_{method}"] = str(run_dir)
     for name, path in (("start", model_dir), *final.items()):
         result["tts"][name] = evaluate(path, questions, answers, size.tts_samples, list(size.budgets), seed, grader)
