@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from verl_ext.re2.evaluation import Sample, avg_at_k, majority_vote_per_question, mean_ci95
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, redo_rule
-from verl_ext.scoring.math_grader import MathGrader, last_boxed
+from verl_ext.re2.eval import to_samples
+from verl_ext.re2.redo import DEFAULT_REDO_PHRASE
+from verl_ext.scoring.math_grader import MathGrader
 
 
 def sample(model_dir: Path, questions: list[str], k: int, max_new_tokens: int, seed: int,
@@ -49,13 +50,11 @@ def sample(model_dir: Path, questions: list[str], k: int, max_new_tokens: int, s
 
 def score(questions: list[str], answers: list[str], responses: list[list[str]], grader: MathGrader,
           rule: str = "anywhere") -> list[Sample]:
-    """One ``Sample`` per response: redo under ``rule`` (verl validation's rule by default), else graded."""
-    is_redo = redo_rule(DEFAULT_REDO_PHRASE, rule)
-    rows = [(q, text, a) for q, a, texts in zip(questions, answers, responses) for text in texts]
-    flags = [is_redo(text) for _, text, _ in rows]
-    graded = iter(grader.grade_many([(text, a) for (_, text, a), redo in zip(rows, flags) if not redo]))
-    return [Sample(q, last_boxed(text), (not redo) and next(graded).correct, redo, len(text))
-            for (q, text, _), redo in zip(rows, flags)]
+    """One ``Sample`` per response (``verl_ext.re2.eval.to_samples``): redo under ``rule`` (verl validation's rule by
+    default), else graded."""
+    records = [{"input": q, "output": text, "gts": a} for q, a, texts in zip(questions, answers, responses)
+               for text in texts]
+    return to_samples(records, rule, DEFAULT_REDO_PHRASE, grader)
 
 
 def evaluate(model_dir: Path, questions: list[str], answers: list[str], k: int, budgets: list[int], seed: int,
