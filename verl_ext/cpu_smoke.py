@@ -19,6 +19,7 @@ line per step, a summary, and last one JSON line with the headline figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,8 +34,9 @@ from verl_ext.config import config_dir
 from verl_ext.testing import arithmetic
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
-CONFIGS = ("re2_cpu_smoke", "cpu_smoke", "elastic_grpo_cpu_smoke")
-DEFAULT_STEPS = {"re2_cpu_smoke": 20, "cpu_smoke": 20, "elastic_grpo_cpu_smoke": 2}
+CONFIGS = ("re2_cpu_smoke", "cpu_smoke", "elastic_grpo_cpu_smoke", "elastic_grpo_vllm_cpu_smoke")
+DEFAULT_STEPS = {"re2_cpu_smoke": 20, "cpu_smoke": 20, "elastic_grpo_cpu_smoke": 2, "elastic_grpo_vllm_cpu_smoke": 2}
+CONFIG_ROLLOUT = {"elastic_grpo_vllm_cpu_smoke": "vllm"}  # the others generate with hf unless overridden
 SPEC = TinyModelSpec(intermediate=512)  # a wider MLP learns the sums within the warm start's steps
 WARM_START = {"steps": 600, "boxed_share": 0.4, "redo_share": 0.02}
 VAL_EVERY = 10  # validation before the first step, every VAL_EVERY steps and after the last
@@ -50,10 +52,22 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def prepare_model(cache: Path, seed: int = 0) -> Path:
+HEAD_DIMS = (16, 32)  # 16: the quick default; 32: the smallest vLLM's CPU attention runs (same width, fewer heads)
+
+
+def model_spec(head_dim: int = 16) -> TinyModelSpec:
+    """The main job's model with ``head_dim`` (``SPEC`` itself at 16): same width and layers, hidden/head_dim heads."""
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim={head_dim}; the main job's model comes with {HEAD_DIMS}.")
+    heads = SPEC.hidden // head_dim
+    return dataclasses.replace(SPEC, heads=heads, kv_heads=max(1, heads // 2))
+
+
+def prepare_model(cache: Path, seed: int = 0, head_dim: int = 16) -> Path:
     """The warm-started tiny model for ``seed``, built once per recipe and reused (atomically written)."""
     _quiet_transformers()
-    recipe = {"spec": SPEC.__dict__ | {"seed": seed}, "warm_start": WARM_START, "version": RECIPE_VERSION}
+    spec = model_spec(head_dim)
+    recipe = {"spec": spec.__dict__ | {"seed": seed}, "warm_start": WARM_START, "version": RECIPE_VERSION}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     model_dir = cache / f"tiny-{key}"
     if (model_dir / "config.json").exists():
@@ -62,7 +76,7 @@ def prepare_model(cache: Path, seed: int = 0) -> Path:
 
     building = cache / f".building-{key}-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
-    build_tiny_model(building, TinyModelSpec(**(SPEC.__dict__ | {"seed": seed})))
+    build_tiny_model(building, dataclasses.replace(spec, seed=seed))
     warm_start(building, seed=seed, **WARM_START)
     (building / "recipe.json").write_text(json.dumps(recipe, indent=1))
     building.rename(model_dir)
@@ -243,18 +257,22 @@ def run_trainer(run_dir: Path, cmd: list[str], steps: int, resume: bool = False,
 
 
 def run(root: Path, config_name: str = "re2_cpu_smoke", steps: int | None = None, seed: int = 0, extra=(),
-        resume: Path | None = None, quiet: bool = False, validate: bool = True, cache: Path | None = None) -> dict:
+        resume: Path | None = None, quiet: bool = False, validate: bool = True, cache: Path | None = None,
+        head_dim: int | None = None) -> dict:
     """Run the job; returns the summary (with ``run_dir``, ``model_dir``, ``returncode``, ``wall_s``). The model
-    cache is ``cache`` (default ``root/.cache``)."""
+    cache is ``cache`` (default ``root/.cache``); ``head_dim`` defaults to 32 with the vLLM rollout (its CPU
+    attention's smallest), 16 otherwise."""
     start = time.perf_counter()
+    engine = rollout_name(extra, CONFIG_ROLLOUT.get(config_name, "hf"))
+    head_dim = head_dim or (32 if engine == "vllm" else 16)
     steps = steps or DEFAULT_STEPS[config_name]
     root = root.resolve()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     run_dir = resume.resolve() if resume else new_run_dir(root, config_name, seed)
-    say(f"verl-ext CPU main job: {config_name} on a tiny Qwen2, {steps} training steps through verl's trainer "
-        f"(seed {seed}).")
+    say(f"verl-ext CPU main job: {config_name} on a tiny Qwen2 (head_dim {head_dim}), {steps} training steps through "
+        f"verl's trainer with the {engine} rollout (seed {seed}).")
     say(f"  run folder {run_dir} (trainer.log: everything verl prints)")
-    model_dir = prepare_model(cache or root / ".cache", seed)
+    model_dir = prepare_model(cache or root / ".cache", seed, head_dim)
     train, val = arithmetic.write_parquet(run_dir / "data", num_train=NUM_TRAIN, num_val=NUM_VAL, seed=seed)
     say(f"  model {model_dir} (built and warm-started in {time.perf_counter() - start:.0f} s); starting verl "
         "(Ray and its workers: about a minute) ...")
@@ -264,12 +282,18 @@ def run(root: Path, config_name: str = "re2_cpu_smoke", steps: int | None = None
     records = read_metrics(metrics)
     summary = summarise(records)
     summary.update({"run_dir": str(run_dir), "model_dir": str(model_dir), "returncode": returncode,
-                    "config": config_name, "seed": seed,
+                    "config": config_name, "seed": seed, "rollout": engine, "head_dim": head_dim,
                     "metrics": str(metrics), "log": str(run_dir / "trainer.log"),
                     "wall_s": round(time.perf_counter() - start, 1)})
     if records:
         plot_curve(summary, run_dir / "curve.png", f"{config_name}, seed {seed}: {summary['steps']} steps")
     return summary
+
+
+def rollout_name(overrides, default: str = "hf") -> str:
+    """The rollout engine a list of hydra overrides asks for (the config's ``default`` when none does)."""
+    names = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("actor_rollout_ref.rollout.name=")]
+    return names[-1] if names else default
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,10 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs", help="parent of the run folders")
     parser.add_argument("--resume", default=None, help="an earlier run folder to continue")
+    parser.add_argument("--cache", default=None, help="where built models are kept (default OUT/.cache)")
+    parser.add_argument("--head-dim", type=int, choices=HEAD_DIMS, default=None,
+                        help="the tiny model's head_dim (default 16; 32 with the vLLM rollout, the smallest its CPU "
+                             "attention runs)")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for verl's trainer")
     args = parser.parse_args(argv)
     s = run(Path(args.out), args.config_name, args.steps, args.seed, args.overrides,
-            Path(args.resume) if args.resume else None)
+            Path(args.resume) if args.resume else None, cache=Path(args.cache) if args.cache else None,
+            head_dim=args.head_dim)
     if s["returncode"] != 0:
         print(f"verl's trainer failed (exit {s['returncode']}); the end of {s['log']} says why.", file=sys.stderr)
         return s["returncode"]
@@ -293,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                  if s["redo_rate_start"] is not None else "") + f"; {s['wall_s']:.0f} s in all.")
     print(f"Metrics: {s['metrics']} (a JSON line per step); log: {s['log']}")
     print(f"Learning curve: {Path(s['run_dir']) / 'curve.png'}")
-    keys = ("steps", "wall_s", "val_acc_start", "val_acc_end", "redo_rate_start", "redo_rate_end", "metrics", "run_dir")
+    keys = ("steps", "wall_s", "val_acc_start", "val_acc_end", "redo_rate_start", "redo_rate_end", "metrics", "run_dir",
+            "model_dir", "rollout", "head_dim")
     print(json.dumps({k: s[k] for k in keys}))
     return 0
 

@@ -56,6 +56,12 @@ def _verl_pins() -> dict[str, str]:
     return pins
 
 
+def _vllm_facts() -> dict:
+    from verl_ext.platform.vllm_cpu import facts
+
+    return facts()
+
+
 def _torch_facts() -> dict:
     try:
         import torch
@@ -104,7 +110,7 @@ def _kernel_backend(gpu: bool) -> str:
     try:
         import torch
 
-        from verl_ext.kernels.elastic_attention.ops import resolve_backend
+        from verl_ext.kernels.elastic_attention.utils import resolve_backend
 
         return resolve_backend("auto", torch.device("cuda" if gpu else "cpu"))
     except Exception as err:  # noqa: BLE001
@@ -114,7 +120,7 @@ def _kernel_backend(gpu: bool) -> str:
 def gather() -> dict:
     """The facts ``diagnose`` reads, from this environment."""
     facts = {"python": sys.version.split()[0], "verl": _version("verl"), "verl_ext": _version("verl-ext"),
-             "transformers": _version("transformers"), "vllm": _version("vllm"), "vllm_cpu": _version("vllm-cpu"),
+             "transformers": _version("transformers"), **_vllm_facts(),
              "triton": _version("triton"), "pins": _verl_pins(), "triton_interpret": os.environ.get("TRITON_INTERPRET")}
     facts.update(_torch_facts())
     verl_importable = False
@@ -190,19 +196,7 @@ def diagnose(facts: dict) -> list[Finding]:
     else:
         note = "" if tf == pins["transformers"] else f" (verl's GPU stacks pin {pins['transformers']})"
         out.append(Finding(OK, "transformers", f"transformers {tf}{note}"))
-    # vllm
-    if facts.get("vllm_cpu") and not facts.get("vllm"):
-        out.append(Finding(WARN, "vllm", f"vllm-cpu {facts['vllm_cpu']} is installed, not vllm: verl only recognises "
-                                         "the 'vllm' distribution, so rollout.name=vllm will not start here (the elastic "
-                                         "vLLM models still load in vLLM itself).",
-                           f"on the CPU use actor_rollout_ref.rollout.name=hf; on a GPU node: {stack_fix}"))
-    elif facts.get("vllm") and facts["vllm"] != pins["vllm"]:
-        out.append(Finding(WARN, "vllm", f"vllm {facts['vllm']}; verl {VERL_VERSION} pins {pins['vllm']} (the elastic "
-                                         f"vLLM models are checked against {pins['vllm']}).", stack_fix))
-    elif facts.get("vllm"):
-        out.append(Finding(OK, "vllm", f"vllm {facts['vllm']}"))
-    else:
-        out.append(Finding(OK, "vllm", "vllm not installed (GPU-only; the hf rollout serves the CPU path)"))
+    out.append(_vllm_finding(facts, pins, stack_fix))
     # triton
     triton, wanted = facts.get("triton"), facts.get("torch_requires_triton")
     wanted_version = re.search(r"==\s*([\d.]+)", wanted or "")
@@ -230,6 +224,33 @@ def diagnose(facts: dict) -> list[Finding]:
            "reference": " (the PyTorch references: the kernels need CUDA and triton, or TRITON_INTERPRET=1)"}
     out.append(Finding(OK, "kernels", f"Elastic Attention back end: {backend}{why.get(backend, '')}"))
     return out
+
+
+def _vllm_finding(facts: dict, pins: dict, stack_fix: str) -> Finding:
+    """Which vLLM is installed, and whether verl's vLLM rollout can run here (on a GPU, or rehearsed on the CPU
+    with vllm-cpu at verl's pin), with what to run when it cannot."""
+    vllm, cpu, alias, pin = facts.get("vllm"), facts.get("vllm_cpu"), facts.get("vllm_alias"), pins["vllm"]
+    rehearse = "bash scripts/install_vllm_cpu.sh   (vllm-cpu at verl's pin, in .venv-vllm)"
+    if cpu and (vllm is None or alias):
+        if cpu != pin:
+            return Finding(WARN, "vllm", f"vllm-cpu {cpu} (the CPU build of vLLM) is not verl {VERL_VERSION}'s pin "
+                                         f"{pin}: the elastic vLLM models run in it standalone, but verl's vLLM "
+                                         f"rollout is rehearsed on vllm-cpu {pin} only.", rehearse)
+        if not alias:
+            return Finding(WARN, "vllm", f"vllm-cpu {cpu} is installed, but verl looks vLLM up as the distribution "
+                                         "'vllm', so actor_rollout_ref.rollout.name=vllm will not start here.",
+                           "python -m verl_ext.platform.vllm_cpu alias")
+        return Finding(OK, "vllm", f"vllm-cpu {cpu} (verl's pin, seen by verl as vllm {vllm}): verl's own vLLM rollout "
+                                   "runs here on the CPU platform (actor_rollout_ref.rollout.name=vllm with a CPU "
+                                   "config or VERL_PLATFORM=cpu); the rehearsal engine of GPU runs")
+    if vllm and vllm != pin:
+        return Finding(WARN, "vllm", f"vllm {vllm}; verl {VERL_VERSION} pins {pin} (the elastic vLLM models are "
+                                     f"checked against {pin}).", stack_fix)
+    if vllm:
+        where = "on this GPU" if facts.get("gpu") else "on a GPU (this is its GPU build; no GPU is visible here)"
+        return Finding(OK, "vllm", f"vllm {vllm}: verl's vLLM rollout runs {where}")
+    return Finding(OK, "vllm", "vllm not installed: the CPU path generates with actor_rollout_ref.rollout.name=hf; to "
+                               f"rehearse verl's vLLM rollout on this CPU: {rehearse.split('   ')[0]}")
 
 
 def _platform_finding(facts: dict) -> Finding:

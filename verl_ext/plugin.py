@@ -12,6 +12,7 @@ moment verl imports it:
 | ``verl.utils.device`` | the driver-side config checks and CPU preparation (``auto_set_device`` seam) |
 | ``verl.utils.distributed`` | the gloo-only process group on the CPU platform |
 | ``verl.workers.rollout.base`` / ``.replica`` | the ``hf`` rollout adapter and replica |
+| ``verl.workers.rollout.vllm_rollout.*`` | CPU platform only: a failed or dead vLLM engine ends the run (``platform.vllm_guard``) |
 | ``verl.workers.engine.base`` | router training's engine (``elastic_language_model``) |
 | ``verl.workers.engine.fsdp.transformer_impl`` | the model-built / pre-forward seams; verl's FSDP engines for the ``cpu`` device |
 | ``verl.trainer.ppo.core_algos`` | advantage estimators ``re2``, ``re2_rebalanced`` |
@@ -67,7 +68,10 @@ def _driver_checks(config) -> None:
 def _cpu_preparation(config) -> None:
     from verl_ext.platform.cpu_config import prepare_for_cpu
 
-    prepare_for_cpu(config)
+    if prepare_for_cpu(config) is not None:  # the CPU platform: its run cleans up after itself
+        from verl_ext.platform.vllm_guard import cleanup_at_exit
+
+        cleanup_at_exit()
 
 
 def _re2_advantage(*args, **kwargs):
@@ -116,6 +120,31 @@ def _on_rollout_base(_module) -> None:
 def _on_rollout_replica(module) -> None:
     if _verl_compat.HF_ROLLOUT_NAME not in module.RolloutReplicaRegistry._registry:
         module.RolloutReplicaRegistry.register(_verl_compat.HF_ROLLOUT_NAME, _load_hf_replica)
+
+
+def _on_cpu_platform(guard):
+    """``guard(module)`` when this process's verl platform is the CPU one; verl's code is untouched elsewhere."""
+    def registration(module) -> None:
+        from verl_ext.platform.cpu import cpu_platform_selected
+
+        if cpu_platform_selected():
+            guard(module)
+
+    return registration
+
+
+def _guard_weight_receiver(module) -> None:
+    from verl_ext.platform.vllm_guard import guard_receiver
+
+    guard_receiver(module.BucketedWeightReceiver)
+
+
+def _guard_weight_sender(module) -> None:
+    from verl.workers.rollout.vllm_rollout.bucketed_weight_transfer import BucketedWeightSender
+
+    from verl_ext.platform.vllm_guard import guard_sender
+
+    guard_sender(BucketedWeightSender, module.ServerAdapter)
 
 
 def _on_engine_base(module) -> None:
@@ -180,8 +209,15 @@ REGISTRATIONS = {
 }
 
 
+# Patches of verl's vLLM rollout, not registries (those modules import vLLM): only when verl imports them.
+GUARDS = {
+    "verl.workers.rollout.vllm_rollout.bucketed_weight_transfer": _on_cpu_platform(_guard_weight_receiver),
+    "verl.workers.rollout.vllm_rollout.vllm_rollout": _on_cpu_platform(_guard_weight_sender),
+}
+
+
 def register_all() -> None:
-    for module, registration in REGISTRATIONS.items():
+    for module, registration in (*REGISTRATIONS.items(), *GUARDS.items()):
         when_imported(module, registration)
 
 

@@ -10,13 +10,22 @@ CPU step. verl builds a custom sampler with the common arguments only; the ones 
 the trainer config (group filtering, batch sizes, failed-group refill) are derived here the same way from
 ``sampler_kwargs``, which the config fills by interpolation. The derivation restates ``PPOTrainer._build_replay_buffer``
 of verl 0.9.1 (a row of ``verl_ext.seams`` fails if its source changes).
+
+It also ends a run whose rollout engine died instead of refilling its failed groups for ever (verl's agent loop
+turns every request to a dead engine into a failed group): when groups fail, it asks the rollout servers whether
+they can still generate (``verl_ext.platform.vllm_guard.engine_error``) and raises with the step if not; and it
+raises once more than ``max_failed_groups`` groups (``sampler_kwargs``; default 4 x the batch) failed within one
+step, whatever the engine.
 """
 
 from __future__ import annotations
 
+import time
+
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 DEFAULT_POLL_INTERVAL = 0.05
+HEALTH_CHECK_INTERVAL_S = 2.0
 
 
 class FastPollReplayBuffer(ReplayBuffer):
@@ -32,10 +41,12 @@ class FastPollReplayBuffer(ReplayBuffer):
         if filter_groups.get("enable", False) and not metric:
             raise ValueError("algorithm.filter_groups.metric must be set when group filtering is enabled.")
         train_batch_size = kwargs.pop("train_batch_size", None)
+        self.max_failed_groups = int(kwargs.pop("max_failed_groups", 4 * int(train_batch_size or 8)))
         gen_batch_size = kwargs.pop("gen_batch_size", None)
         if kwargs:
             raise ValueError(f"trainer.v1.sampler.sampler_kwargs has unknown keys {sorted(kwargs)}; known: "
-                             "poll_interval, filter_groups, sync_refill_failed_groups, train_batch_size, gen_batch_size.")
+                             "poll_interval, filter_groups, sync_refill_failed_groups, train_batch_size, gen_batch_size, "
+                             "max_failed_groups.")
         derived = {}
         if trainer_mode == "sync":  # what verl derives for its own sync buffer
             derived = dict(train_batch_size=train_batch_size,
@@ -46,3 +57,33 @@ class FastPollReplayBuffer(ReplayBuffer):
                          max_off_policy_strategy=max_off_policy_strategy, sampler_kwargs={}, poll_interval=poll,
                          refill_fn=refill_fn, filter_groups_metric=metric, sync_refill_failed_groups=refill_failed,
                          **derived, **verl_kwargs)
+
+    # -- a dead rollout engine ends the run ----------------------------------------------------------------------
+
+    def sample(self, global_steps, partition_id, batch_size):
+        self._step, self._failed, self._last_check = global_steps, set(), 0.0
+        if not getattr(self, "_servers_known", False):  # remember the rollout servers while they live
+            from verl_ext.platform.vllm_guard import remember_servers
+
+            remember_servers()
+            self._servers_known = True
+        return super().sample(global_steps, partition_id, batch_size)
+
+    def _sync_metadata_from_transfer_queue(self):
+        super()._sync_metadata_from_transfer_queue()
+        failed = set().union(*self.failure_keys.values()) if self.failure_keys else set()
+        if not failed or not hasattr(self, "_failed"):
+            return
+        self._failed |= failed
+        step = getattr(self, "_step", "?")
+        if time.monotonic() - self._last_check >= HEALTH_CHECK_INTERVAL_S:
+            self._last_check = time.monotonic()
+            from verl_ext.platform.vllm_guard import RolloutEngineError, engine_error
+
+            why = engine_error()
+            if why:
+                raise RolloutEngineError(f"training step {step}: the rollout cannot generate any more: {why}. The "
+                                         "engine's own traceback is in the run's log (trainer.log).")
+        if len(self._failed) > self.max_failed_groups:
+            raise RuntimeError(f"training step {step}: {len(self._failed)} rollout groups failed (more than "
+                               f"max_failed_groups={self.max_failed_groups}); the agent loop's log says why.")

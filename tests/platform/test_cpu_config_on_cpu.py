@@ -25,10 +25,18 @@ def test_fills_cpu_defaults(tmp_path):
     assert any("num_gpus=2" in c for c in changes)
 
 
-def test_gpu_only_rollout_is_refused_with_the_fix(tmp_path):
-    cfg = _compose(tmp_path, "actor_rollout_ref.rollout.name=vllm")
-    with pytest.raises(ConfigError, match=r"rollout.name='vllm' needs a GPU.*rollout.name=hf"):
+@pytest.mark.parametrize("rollout", ["sglang", "trtllm"])
+def test_gpu_only_rollout_is_refused_with_the_fix(tmp_path, rollout):
+    cfg = _compose(tmp_path, f"actor_rollout_ref.rollout.name={rollout}")
+    with pytest.raises(ConfigError, match=rf"rollout.name='{rollout}' needs a GPU.*rollout.name=hf.*vllm"):
         prepare_cpu_config(cfg)
+
+
+def test_runtime_env_variables_become_strings(tmp_path):
+    cfg = _compose(tmp_path, "+ray_kwargs.ray_init.runtime_env.env_vars.SOME_FLAG=0")
+    changes = prepare_cpu_config(cfg)
+    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.SOME_FLAG == "0"  # Ray refuses anything but str
+    assert any("SOME_FLAG='0'" in c for c in changes)
 
 
 def test_too_few_declared_slots_is_refused(tmp_path):

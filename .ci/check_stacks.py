@@ -1,6 +1,6 @@
 """Does verl-ext resolve inside each of verl 0.9.1's GPU stacks without moving a pinned package?
 
-    python scripts/check_stacks.py [--stack vllm|sglang|fsdp ...]
+    python .ci/check_stacks.py [--stack vllm|sglang|fsdp ...]
 
 For each of verl's ``vllm``, ``sglang`` and ``fsdp`` extras: ``pip install --dry-run`` of ``verl-ext[<extra>]``
 (which is ``verl[<extra>]==0.9.1`` plus verl-ext) with the extra's pins as constraints, and a check of pip's report
