@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _timing import median_seconds  # noqa: E402
-from verl_ext.kernels.elastic_attention.reference import full_attention, streaming_attention  # noqa: E402
+from verl_ext.kernels.elastic_attention.cpu import full_attention, streaming_attention  # noqa: E402
 
 
 def main() -> None:

@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention.decode import elastic_decode
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention.ops import elastic_attention_pair, elastic_decode, elastic_prefill
 
 
 def cuda_time(fn, reps: int) -> float:

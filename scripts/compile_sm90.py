@@ -11,8 +11,9 @@ backward in both streaming modes, ``elastic_decode``) run on tiny CPU tensors wi
 intercepted, so each compiled specialisation uses the launchers' own argument list; the CUDA branch's choices are
 then applied (the tile/warp/stage configs the launchers autotune over, ``dot_flags`` of a CUDA tensor), and each one
 goes through the kernel's own binder and ``warmup`` (compile only, no launch) under a stand-in driver that reports
-GPUTarget("cuda", 90, 32), into a fresh cache. The fixed CUDA launch settings are read from the ops
-(``decode.cuda_launch``, ``ops.BLOCK_SPARSE_CUDA_LAUNCH``). Kernels no scenario launches are failures.
+GPUTarget("cuda", 90, 32), into a fresh cache. The fixed CUDA launch settings are read from the launchers
+(``triton_decode.cuda_launch``, ``triton_prefill.BLOCK_SPARSE_CUDA_LAUNCH``). Kernels no scenario launches are
+failures.
 
     python scripts/compile_sm90.py [--all] [--dtypes bf16,fp32] [--head-dims 64,128]
 
@@ -44,7 +45,8 @@ except ImportError:  # a bare checkout (the GPU image): kernels/ is verl_ext.ker
     import verl_ext
     verl_ext.__path__.append(ROOT)
     import verl_ext.kernels.elastic_attention as EA
-from verl_ext.kernels.elastic_attention import decode, modes as M, ops, pair  # noqa: E402
+from verl_ext.kernels.elastic_attention import modes as M, ops, triton_common, triton_decode, triton_pair  # noqa: E402
+from verl_ext.kernels.elastic_attention import triton_prefill, utils  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 SM90_SMEM = 232448  # bytes of shared memory one sm_90 block may opt into (227 KiB)
@@ -85,20 +87,20 @@ def kernels():
 
 @contextlib.contextmanager
 def intercepted(mods):
-    """Launch sites record; the ops take their Triton path with CUDA's flags and tile configs (pair's CUDA branch)."""
-    real_flags, real_launch = ops.dot_flags, pair._launch
+    """Launch sites record; the ops take their Triton path with CUDA's flags and tile configs (pair's CUDA branch).
+    The launchers reach these helpers through their modules (``utils.resolve_backend``, ``triton_common.dot_flags``,
+    ``triton_common.tuned``), so one patch each covers every op."""
+    real_flags, real_launch = triton_common.dot_flags, triton_pair._launch
     with contextlib.ExitStack() as stack:
         patch = lambda obj, name, new: stack.enter_context(mock.patch.object(obj, name, new))  # noqa: E731
         for mod in mods:
             for name, obj in list(vars(mod).items()):
                 if isinstance(obj, JITFunction):
                     patch(mod, name, Site(obj))
-        for mod in (ops, pair, decode):
-            patch(mod, "resolve_backend", lambda backend, device: "triton")
-            patch(mod, "dot_flags", lambda q: real_flags(types.SimpleNamespace(dtype=q.dtype, device=CUDA)))
-        for mod in (ops, pair):
-            patch(mod, "tuned", lambda name, kernel, configs, key: Site(getattr(kernel, "fn", kernel), configs))
-        patch(pair, "_launch", lambda name, device, *a, **kw: real_launch(name, CUDA, *a, **kw))
+        patch(utils, "resolve_backend", lambda backend, device: "triton")
+        patch(triton_common, "dot_flags", lambda q: real_flags(types.SimpleNamespace(dtype=q.dtype, device=CUDA)))
+        patch(triton_common, "tuned", lambda name, kernel, configs, key: Site(getattr(kernel, "fn", kernel), configs))
+        patch(triton_pair, "_launch", lambda name, device, *a, **kw: real_launch(name, CUDA, *a, **kw))
         yield
 
 
@@ -119,19 +121,19 @@ def scenarios(dtype, d):
         with torch.no_grad():
             ops.elastic_prefill(q, k, v, md, block_mask=mask, mask_block=mask_block if sparse else None)
         if not sparse:  # CUDA without tile lists: the autotuned launch
-            return ops._prefill_kernel("tuned").configs
-        bm, bn = ops._tiles(CUDA, mask_block)  # CUDA with tile lists: fixed tiles, warps/stages as in ops.py
-        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, **ops.BLOCK_SPARSE_CUDA_LAUNCH)]
+            return triton_prefill._prefill_kernel("tuned").configs
+        bm, bn = triton_prefill._tiles(CUDA, mask_block)  # CUDA with tile lists: fixed tiles, warps/stages as there
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, **triton_prefill.BLOCK_SPARSE_CUDA_LAUNCH)]
 
     def training_pair(round_block):
         qg, kg, vg = (y.clone().requires_grad_() for y in (q, k, v))
         z = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]], requires_grad=True)
-        pair.elastic_attention_pair(qg, kg, vg, z, round_block=round_block).float().sum().backward()
+        ops.elastic_attention_pair(qg, kg, vg, z, round_block=round_block).float().sum().backward()
 
     def decoding():
         with torch.no_grad():
-            decode.elastic_decode(q[:, 0], k, v, torch.tensor([t, t // 2]), torch.tensor([[0, 1, 1, 0], [1] * hq]) > 0)
-        launch = decode.cuda_launch(dtype, d)
+            ops.elastic_decode(q[:, 0], k, v, torch.tensor([t, t // 2]), torch.tensor([[0, 1, 1, 0], [1] * hq]) > 0)
+        launch = triton_decode.cuda_launch(dtype, d)
         return [triton.Config({"BLOCK_N": launch["BLOCK_N"]}, num_warps=launch["num_warps"],
                               num_stages=launch["num_stages"])]
 

@@ -9,8 +9,8 @@ Given dO (and d lse when the caller used the log-sum-exp too):
 The probabilities are recomputed from the saved lse for one query chunk at a time, over only the keys that chunk
 can see, so memory is O(chunk x visible keys) and a streaming head costs O(T * (sink + window)), as in its forward.
 This is the backward of every forward that cannot differentiate through its own log-sum-exp: the CPU flash path of
-``reference.streaming_attention`` (whose partial results are merged by their lse) and the Triton mode-table
-prefill (which has no backward kernel).
+``cpu.streaming_attention`` (whose partial results are merged by their lse) and the Triton mode-table prefill
+(which has no backward kernel). ``keys_of`` is where a mode's ``key_span`` (``modes.py``) comes in.
 """
 
 from __future__ import annotations

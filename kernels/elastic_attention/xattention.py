@@ -1,4 +1,5 @@
-"""XAttention block-sparse attention, reference implementation (estimation + block-sparse causal attention).
+"""XAttention's block-mask estimation: which key blocks each query block of a head keeps (the masks the
+``block_sparse`` mode reads; ``cpu.block_sparse_attention`` and the Triton prefill attend with them).
 
 Estimation (XAttention, Xu et al. 2025): inside every stride x stride tile of QK^T, the sum along the tile's
 antidiagonal approximates the tile's mass; it is one GEMM on strided rearrangements of Q and K. Tile scores are
@@ -7,7 +8,7 @@ blocks, and each query block keeps its most important key blocks until their sha
 threshold tau; the first (sink) block and the diagonal block are always kept.
 
 Defaults follow the paper (stride 16, tau 0.9, block 64); the released evaluation file uses tau 0.8 and block 128.
-Layout as in ``reference.py``: q (B, T, Hq, D), k and v (B, T, Hkv, D).
+Layout: q (B, T, Hq, D), k (B, T, Hkv, D).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from verl_ext.kernels.elastic_attention.reference import _check, _expand_kv
+from .utils import check_bthd, expand_kv
 
 STRIDE, THRESHOLD, BLOCK = 16, 0.9, 64
 
@@ -33,7 +34,7 @@ def antidiagonal_tile_scores(q: torch.Tensor, k: torch.Tensor, stride: int) -> t
 
 def xattention_block_mask(q, k, stride: int = STRIDE, block: int = BLOCK, threshold: float = THRESHOLD) -> torch.Tensor:
     """(B, Hq, nb, nb) bool block mask (nb = ceil(T / block)), causal at block level."""
-    groups = _check(q, k, k)
+    groups = check_bthd(q, k, k)
     if block % stride:
         raise ValueError(f"block={block} must be a multiple of stride={stride}.")
     if not 0 < threshold <= 1:
@@ -42,7 +43,7 @@ def xattention_block_mask(q, k, stride: int = STRIDE, block: int = BLOCK, thresh
     padded = math.ceil(t / block) * block
     pad = padded - t
     qp = F.pad(q, (0, 0, 0, 0, 0, pad))
-    kp = F.pad(_expand_kv(k, groups), (0, 0, 0, 0, 0, pad))
+    kp = F.pad(expand_kv(k, groups), (0, 0, 0, 0, 0, pad))
     scores = antidiagonal_tile_scores(qp, kp, stride) / (math.sqrt(d) * stride)
     n = padded // stride
     tile_causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
@@ -61,19 +62,3 @@ def xattention_block_mask(q, k, stride: int = STRIDE, block: int = BLOCK, thresh
     keep = keep | eye | torch.zeros_like(eye).index_fill(1, torch.tensor([0], device=q.device), True)
     return keep & torch.ones(nb, nb, dtype=torch.bool, device=q.device).tril()
 
-
-def block_sparse_attention(q, k, v, block_mask: torch.Tensor, block: int = BLOCK, scale=None) -> torch.Tensor:
-    """Causal attention restricted to the kept (query block, key block) pairs; block_mask (B, Hq, nb, nb)."""
-    groups = _check(q, k, v)
-    b, t, hq, d = q.shape
-    token_mask = block_mask.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)[:, :, :t, :t]
-    token_mask = token_mask & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), _expand_kv(k, groups).transpose(1, 2),
-                                         _expand_kv(v, groups).transpose(1, 2), attn_mask=token_mask, scale=scale)
-    return out.transpose(1, 2)
-
-
-def xattention(q, k, v, stride: int = STRIDE, block: int = BLOCK, threshold: float = THRESHOLD, scale=None):
-    """Estimate the block mask, then attend; returns (output (B, T, Hq, D), block mask)."""
-    mask = xattention_block_mask(q, k, stride, block, threshold)
-    return block_sparse_attention(q, k, v, mask, block, scale), mask

@@ -3,12 +3,8 @@
 import pytest
 import torch
 
-from verl_ext.kernels.elastic_attention.reference import (
-    dense_masked_streaming,
-    full_attention,
-    streaming_attention,
-    streaming_visible,
-)
+from verl_ext.kernels.elastic_attention.cpu import full_attention, streaming_attention
+from verl_ext.kernels.elastic_attention.naive import dense_masked_streaming, streaming_visible
 
 
 def _qkv(b, t, hq, hkv, d, seed):

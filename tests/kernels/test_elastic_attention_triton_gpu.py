@@ -5,12 +5,10 @@ import pytest
 import torch
 
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention import ops
-from verl_ext.kernels.elastic_attention.decode import elastic_decode
-from verl_ext.kernels.elastic_attention.mode_table_reference import (decode_reference, mixed_pair_reference,
-                                                                     prefill_reference)
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill, sequences
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention import utils
+from verl_ext.kernels.elastic_attention.naive import decode_reference, mixed_pair_reference, prefill_reference
+from verl_ext.kernels.elastic_attention.ops import elastic_attention_pair, elastic_decode, elastic_prefill
+from verl_ext.kernels.elastic_attention.utils import sequences
 
 pytestmark = pytest.mark.gpu
 TOL = {torch.float32: 2e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -21,11 +19,7 @@ def poisoned_outputs(monkeypatch):
     def nan_alloc(shape, like, dtype=None):
         return torch.full(shape, float("nan"), dtype=dtype or like.dtype, device=like.device)
 
-    import verl_ext.kernels.elastic_attention.decode as decode
-    import verl_ext.kernels.elastic_attention.pair as pair
-
-    for module in (ops, pair, decode):
-        monkeypatch.setattr(module, "_alloc", nan_alloc)
+    monkeypatch.setattr(utils, "_alloc", nan_alloc)  # every kernel allocates through utils._alloc
 
 
 @pytest.fixture

@@ -9,17 +9,14 @@ import pytest
 import torch
 
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention import ops
-from verl_ext.kernels.elastic_attention import decode as _decode
-from verl_ext.kernels.elastic_attention import pair as _pair
-from verl_ext.kernels.elastic_attention.mode_table_reference import (decode_reference, mixed_pair_reference,
-                                                                     prefill_reference)
-from verl_ext.kernels.elastic_attention.ops import sequences
+from verl_ext.kernels.elastic_attention import ops, utils
+from verl_ext.kernels.elastic_attention.naive import decode_reference, mixed_pair_reference, prefill_reference
+from verl_ext.kernels.elastic_attention.utils import sequences
 
 # The kernels themselves: backend="triton" (the interpreter here), unless a call asks for another back end.
 elastic_prefill = functools.partial(ops.elastic_prefill, backend="triton")
-elastic_attention_pair = functools.partial(_pair.elastic_attention_pair, backend="triton")
-elastic_decode = functools.partial(_decode.elastic_decode, backend="triton")
+elastic_attention_pair = functools.partial(ops.elastic_attention_pair, backend="triton")
+elastic_decode = functools.partial(ops.elastic_decode, backend="triton")
 
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 3e-2}
 
@@ -30,12 +27,7 @@ def poisoned_outputs(monkeypatch):
     def nan_alloc(shape, like, dtype=None):
         return torch.full(shape, float("nan"), dtype=dtype or like.dtype, device=like.device)
 
-    monkeypatch.setattr(ops, "_alloc", nan_alloc)
-    import verl_ext.kernels.elastic_attention.decode as decode
-    import verl_ext.kernels.elastic_attention.pair as pair
-
-    monkeypatch.setattr(pair, "_alloc", nan_alloc)
-    monkeypatch.setattr(decode, "_alloc", nan_alloc)
+    monkeypatch.setattr(utils, "_alloc", nan_alloc)  # every kernel allocates through utils._alloc
 
 
 @pytest.fixture
@@ -150,8 +142,8 @@ def test_auto_backend_is_the_kernels_on_cuda_and_the_reference_elsewhere(monkeyp
     q, k, v = _rand(gen, 1, 50, 4, 32), _rand(gen, 1, 50, 2, 32), _rand(gen, 1, 50, 2, 32)
     table = torch.tensor([[0, 1, 2, 0]])
     triton_out = elastic_prefill(q, k, v, table, sink=3, window=9, round_block=16)
-    assert ops.resolve_backend("auto", q.device) == "reference"  # the interpreter only when asked for
-    assert ops.resolve_backend("auto", torch.device("cuda")) == ("triton" if ops.HAVE_TRITON else "reference")
+    assert utils.resolve_backend("auto", q.device) == "reference"  # the interpreter only when asked for
+    assert utils.resolve_backend("auto", torch.device("cuda")) == ("triton" if utils.HAVE_TRITON else "reference")
     torch.testing.assert_close(ops.elastic_prefill(q, k, v, table, sink=3, window=9, round_block=16), triton_out,
                                rtol=2e-5, atol=2e-5)
     monkeypatch.delenv("TRITON_INTERPRET")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention.mode_table_reference import mixed_pair_reference, prefill_reference
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill, sequences
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
-from verl_ext.kernels.elastic_attention.reference import dense_masked_streaming, full_attention, streaming_attention
-from verl_ext.kernels.elastic_attention.xattention import block_sparse_attention, xattention_block_mask
+from verl_ext.kernels.elastic_attention.cpu import block_sparse_attention, full_attention, streaming_attention
+from verl_ext.kernels.elastic_attention.naive import dense_masked_streaming, mixed_pair_reference, prefill_reference
+from verl_ext.kernels.elastic_attention.ops import elastic_attention_pair, elastic_prefill
+from verl_ext.kernels.elastic_attention.utils import sequences
+from verl_ext.kernels.elastic_attention.xattention import xattention_block_mask
 
 RTOL = ATOL = 2e-4  # float32 against float64
 

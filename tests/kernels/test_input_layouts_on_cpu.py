@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention.decode import elastic_decode
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention.ops import elastic_attention_pair, elastic_decode, elastic_prefill
 
 BACKENDS = ["reference", "triton"]
 LAYOUTS = ["transposed", "sliced", "batch_strided"]

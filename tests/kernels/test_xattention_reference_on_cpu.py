@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from verl_ext.kernels.elastic_attention.reference import full_attention
-from verl_ext.kernels.elastic_attention.xattention import antidiagonal_tile_scores, xattention, xattention_block_mask
+from verl_ext.kernels.elastic_attention.cpu import block_sparse_attention, full_attention
+from verl_ext.kernels.elastic_attention.xattention import antidiagonal_tile_scores, xattention_block_mask
 
 
 def _qkv(t, hq=4, hkv=2, d=8, seed=0):
@@ -25,7 +25,8 @@ def test_antidiagonal_scores_against_a_loop():
 @pytest.mark.parametrize("t", [63, 100, 257])
 def test_threshold_one_keeps_every_causal_block_and_equals_full_attention(t):
     q, k, v = _qkv(t, seed=t)
-    out, mask = xattention(q, k, v, stride=4, block=16, threshold=1.0)
+    mask = xattention_block_mask(q, k, stride=4, block=16, threshold=1.0)
+    out = block_sparse_attention(q, k, v, mask, 16)
     nb = math.ceil(t / 16)
     assert torch.equal(mask[0, 0], torch.ones(nb, nb, dtype=torch.bool).tril())
     torch.testing.assert_close(out, full_attention(q, k, v), rtol=1e-5, atol=1e-5)

@@ -27,8 +27,8 @@ from verl_ext.elastic_attention.router import (ElasticRouter, boundary_pool, exp
                                                route_train)
 from verl_ext.elastic_attention.state import SUPPORTED, ElasticLayerState, decoder_layers
 from verl_ext.elastic_attention.state import elastic_decisions  # noqa: F401  (public: with enable_elastic_attention)
-from verl_ext.kernels.elastic_attention.decode import elastic_decode
-from verl_ext.kernels.elastic_attention.ops import resolve_backend
+from verl_ext.kernels.elastic_attention.ops import elastic_decode
+from verl_ext.kernels.elastic_attention.utils import resolve_backend
 
 ATTN_NAME = "elastic"
 

@@ -26,8 +26,8 @@ import torch
 
 from verl_ext.elastic_attention.config import ElasticAttentionConfig
 from verl_ext.kernels.elastic_attention import modes as M
-from verl_ext.kernels.elastic_attention.ops import elastic_prefill, sequences, token_owner
-from verl_ext.kernels.elastic_attention.pair import elastic_attention_pair
+from verl_ext.kernels.elastic_attention.ops import elastic_attention_pair, elastic_prefill
+from verl_ext.kernels.elastic_attention.utils import sequences, token_owner
 from verl_ext.kernels.elastic_attention.xattention import xattention_block_mask
 
 
