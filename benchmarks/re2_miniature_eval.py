@@ -13,7 +13,7 @@ import torch
 
 from verl_ext.re2.evaluation import Sample, avg_at_k, majority_vote_per_question, mean_ci95
 from verl_ext.re2.eval import to_samples
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE
+from verl_ext.re2.redo import RedoSpec
 from verl_ext.scoring.math_grader import MathGrader
 
 
@@ -54,7 +54,7 @@ def score(questions: list[str], answers: list[str], responses: list[list[str]], 
     default), else graded."""
     records = [{"input": q, "output": text, "gts": a} for q, a, texts in zip(questions, answers, responses)
                for text in texts]
-    return to_samples(records, rule, DEFAULT_REDO_PHRASE, grader)
+    return to_samples(records, RedoSpec(rule=rule), grader)
 
 
 def evaluate(model_dir: Path, questions: list[str], answers: list[str], k: int, budgets: list[int], seed: int,

@@ -59,6 +59,16 @@ def _re2_config_check(config) -> None:
     check_trainer_config(config)
 
 
+def _re2_preparation(config) -> None:
+    import logging
+
+    from verl_ext.re2.config import match_update_steps
+
+    changes = match_update_steps(config)
+    if changes:
+        logging.getLogger(__name__).warning("verl_ext: Re², config adjusted: %s", "; ".join(changes))
+
+
 def _driver_checks(config) -> None:
     from verl_ext.config_checks import check_trainer_config
 
@@ -110,6 +120,7 @@ def _on_device(_module) -> None:
     # Before verl's auto_set_device resolves the platform: a config that asks for the CPU platform gets it.
     _verl_compat.add_callback("driver_config_pre", request_cpu_platform_from_config)
     _verl_compat.add_callback("driver_config", _driver_checks)
+    _verl_compat.add_callback("driver_config", _re2_preparation)
     _verl_compat.add_callback("driver_config", _cpu_preparation)
 
 

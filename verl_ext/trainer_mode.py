@@ -3,7 +3,9 @@ contribute (``trainer.v1.trainer_mode=verl_ext_sync``). One mode serves Re², El
 each method registers contributors (``verl_ext.metric_contributors``, from ``verl_ext.plugin``), and a contributor
 whose fields are absent from a batch contributes nothing. This module knows no method.
 
-The step is verl's own; only metrics are added.
+The step is verl's own; only metrics are added, one of them by the mode itself: ``training/optimizer_steps``, the
+optimizer steps the actor took in the step (one per mini-batch verl's actor trains on, counted from the gradient
+norms the update returns), the figure two methods compared "at the same update budget" must share.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ class ReportsSyncMode:
         self.selected_mode = value
 
 
+def optimizer_steps(actor_metrics: dict):
+    """Optimizer steps behind one actor update's metrics: verl's actor returns one ``grad_norm`` per mini-batch it
+    stepped on (a list, before the trainer averages it); None when the update reported none."""
+    norms = actor_metrics.get("grad_norm")
+    if norms is None:
+        return None
+    return len(norms) if isinstance(norms, (list, tuple)) else 1
+
+
 @register_trainer("verl_ext_sync")
 class VerlExtSyncTrainer(ReportsSyncMode, PPOTrainerSync):
     """verl's ``sync`` trainer plus the registered metric contributors."""
@@ -43,6 +54,25 @@ class VerlExtSyncTrainer(ReportsSyncMode, PPOTrainerSync):
             for fn in step:
                 metrics.update(fn(extra, questions))
         return super()._compute_advantage(batch, metrics)
+
+    def _update_actor(self, batch, metrics: dict):
+        group = self.actor_rollout_wg
+        update = group.update_actor
+        counted = []
+
+        def counting_update(data):
+            output = update(data)
+            counted.append(optimizer_steps(output["metrics"]))
+            return output
+
+        group.update_actor = counting_update  # this call only: the worker group's own method is put back below
+        try:
+            batch = super()._update_actor(batch, metrics)
+        finally:
+            group.update_actor = update
+        if counted and counted[0] is not None:
+            metrics["training/optimizer_steps"] = float(counted[0])
+        return batch
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns, **kwargs):
         metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns,

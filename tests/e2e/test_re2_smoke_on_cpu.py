@@ -43,6 +43,8 @@ def test_two_steps_with_re2_metrics(result):
         assert data["re2/generated_tokens"] > data["re2/num_continuations"]  # full responses too, >= 1 token each
         assert 0 <= data["re2/redo_rate"] <= 1 and 0 <= data["re2/degenerate_group_frac"] <= 1
         assert data["grading/timeouts"] == 0
+        # re2.update_steps=matched: one mini-batch of 8 questions' rows, one optimizer step, as GRPO's main job
+        assert data["training/optimizer_steps"] == 1
 
 
 def test_trained_rows_come_from_groups_that_differ(result):

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl_ext.re2.redo import classify, is_redo, phrase_pattern, redo_rule, truncate_after_redo
+from verl_ext.re2.redo import RedoSpec, classify, is_redo, redo_rule, truncate_after_redo
 
 PHRASE = "It's better to redo the question."
 WORDS = st.lists(st.sampled_from(["so", "x", "=", "3", "\\boxed{4}", "wait", "It", "better", "redo", ".", "the"]),
@@ -13,9 +13,38 @@ def enc(tok, text):
     return tok.encode(text, add_special_tokens=False)
 
 
-@pytest.mark.parametrize("variant", ["It's", "It’s", "it`s", "IT'S", "It ʼs"])
-def test_apostrophe_and_case_variants(variant):
-    assert phrase_pattern(PHRASE).search(f"hmm. {variant} better to  redo\nthe question")
+@pytest.mark.parametrize("variant", ["It's", "It’s", "it`s", "It ʼs", "Its", "It is", "That's"])
+def test_what_the_stop_string_fires_on_is_a_redo(variant):
+    """Every text the rollout's stop string fires on counts as a redo: the stop string is the marker."""
+    text = f"hmm. {variant} better to redo the question"
+    assert any(stop in text for stop in RedoSpec(PHRASE).stop_strings)
+    assert RedoSpec(PHRASE).is_redo(text)
+
+
+@pytest.mark.parametrize("text", ["IT'S BETTER TO REDO THE QUESTION", "It's better to  redo the question",
+                                  "It's better to redo\nthe question", "it's Better to redo the question"])
+def test_what_the_stop_string_misses_is_no_redo(text):
+    """A variant the stop string would not stop on is not a redo either (it would run on past the phrase)."""
+    assert not any(stop in text for stop in RedoSpec(PHRASE).stop_strings)
+    assert not RedoSpec(PHRASE).is_redo(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["x", " ", "\n", "It", "'", "’", "s", " better", " to", " redo", " the", " question",
+                                  "s better to redo the question", "S", "IT'S BETTER TO REDO THE QUESTION", "."]),
+                max_size=20).map("".join),
+       st.sampled_from([(), ("s better to redo the question", "start over")]))
+def test_stop_strings_and_detector_agree_on_every_text(text, variants):
+    spec = RedoSpec(PHRASE, variants)
+    assert spec.is_redo(text) is any(stop in text for stop in spec.stop_strings)
+
+
+def test_variants_replace_the_default_marker():
+    spec = RedoSpec(PHRASE, ("let me start over",))
+    assert spec.stop_strings == ["let me start over"] and spec.is_redo("no. let me start over.")
+    assert not spec.is_redo("It's better to redo the question.")
+    with pytest.raises(ValueError, match="empty marker"):
+        RedoSpec(PHRASE, ("  ",))
 
 
 def test_truncates_right_after_the_phrase(tokenizer, detector):
@@ -117,7 +146,7 @@ def test_last_third_is_the_official_slice():
 def test_anywhere_and_eval_rules():
     early = PHRASE + " " + "x" * 200
     assert is_redo(early, PHRASE, "anywhere") and not is_redo(early, PHRASE, "strict")
-    assert is_redo("IT'S BETTER TO REDO THE QUESTION", PHRASE, "anywhere")
+    assert not is_redo("IT'S BETTER TO REDO THE QUESTION", PHRASE, "anywhere")  # no stop string fires on it
     assert is_redo("so the answer is \\boxed{3}", PHRASE, "eval") is False
     assert is_redo("so the answer is 3" + "." * 100, PHRASE, "eval")  # no boxed in the last 100 characters
     with pytest.raises(ValueError, match="redo rule 'loose' is unknown"):
@@ -130,4 +159,4 @@ def test_classify():
     assert classify("so \\boxed{3}", False, rule) == "incorrect"
     assert classify("hmm " + PHRASE, False, rule) == "redo"
     with pytest.raises(ValueError, match="redo phrase '.' is empty"):
-        phrase_pattern(".")
+        RedoSpec(".")

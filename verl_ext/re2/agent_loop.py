@@ -40,7 +40,7 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.re2 = re2_config_from(self.config)
-        self.detector = RedoDetector(self.tokenizer, self.re2.redo_phrase)
+        self.detector = RedoDetector(self.tokenizer, self.re2.redo_spec)
         self.grader = default_grader()
 
     def _prompt_ids(self, messages) -> list[int]:
@@ -74,7 +74,7 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
         rollout_cfg = self.config.actor_rollout_ref.rollout
         params = dict(sampling_params)
         if self.re2.stop_at_redo:
-            params["stop"] = [self.re2.stop_string]
+            params["stop"] = self.re2.stop_strings
 
         async def generate(prompt_ids, max_tokens):
             out = await self.llm_client.generate(

@@ -11,10 +11,12 @@ needs ``prefix_fraction`` and ``prefix_source_correct`` per continuation.
   tts     majority-vote accuracy at budgets 1, 2, 4, ... with redo samples counted against the budget
   prefix  continuation accuracy vs prefix fraction, for prefixes of incorrect and of correct responses
 
-Each writes ``<command>.json`` and a PNG plot (95% intervals, n per point) into ``--out``. Redo detection:
-``--redo-rule eval`` (official evaluation: phrase present, or no "boxed" in the last 100 characters: an unfinished
-answer counts as a redo), ``anywhere`` or ``strict``; ``avg`` also reports the figures under ``anywhere``, the rule
-verl's validation metric (``val-core/<source>/re2_avg_redo_rule``) uses, each named.
+Each writes ``<command>.json`` and a PNG plot (95% intervals, n per point) into ``--out``. Redo detection uses the
+run's own redo specification: ``--config`` takes the run folder (or its trainer config file) and reads the phrase
+and its variants from the ``re2`` block (the defaults without it). ``--redo-rule eval`` (official evaluation: the
+phrase present, or no "boxed" in the last 100 characters: an unfinished answer counts as a redo), ``anywhere`` or
+``strict``; ``avg`` also reports the figures under the run's own rule (``anywhere`` by default), the one verl's
+validation metric (``val-core/<source>/re2_avg_redo_rule``) uses, each named.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ from verl_ext.re2.evaluation import (
     majority_vote_per_question,
     mean_ci95,
 )
-from verl_ext.re2.redo import DEFAULT_REDO_PHRASE, redo_rule
+from verl_ext.re2.config import re2_config_from_file
+from verl_ext.re2.redo import RedoSpec
 from verl_ext.scoring.math_grader import MathGrader, last_boxed
 from verl_ext.stats import wilson_interval
 
-VALIDATION_RULE = "anywhere"  # the rule verl's validation metric (verl_ext.re2.validation_reward) applies
 
 
 def _pick(row: dict, keys: tuple[str, ...], line: int, what: str):
@@ -62,8 +64,9 @@ def load_records(path: Path) -> list[dict]:
     return records
 
 
-def to_samples(records: list[dict], rule: str, phrase: str, grader: MathGrader) -> list[Sample]:
-    redo = redo_rule(phrase, rule)
+def to_samples(records: list[dict], spec: RedoSpec, grader: MathGrader) -> list[Sample]:
+    """One ``Sample`` per record: a redo under ``spec`` (phrase, variants, rule), else graded by math-verify."""
+    redo = spec.is_redo
     rows = []
     for line, row in enumerate(records, start=1):
         question = str(_pick(row, ("input", "question", "prompt"), line, "question"))
@@ -114,46 +117,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["avg", "tts", "prefix"])
     parser.add_argument("generations", type=Path, help="JSON lines of samples (see above)")
     parser.add_argument("--out", type=Path, default=Path("re2_eval"), help="folder for the JSON and PNG outputs")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the run folder (or its trainer config): the redo phrase and variants it trained with")
     parser.add_argument("--redo-rule", choices=["eval", "anywhere", "strict"], default="eval")
-    parser.add_argument("--redo-phrase", default=DEFAULT_REDO_PHRASE)
     parser.add_argument("--budgets", type=int, nargs="*", help="tts budgets (default 1, 2, 4, ... up to n)")
     parser.add_argument("--resamples", type=int, default=500, help="tts draws per question and budget")
     parser.add_argument("--grade-timeout", type=float, default=5.0, help="seconds per answer for math-verify")
     args = parser.parse_args(argv)
     records = load_records(args.generations)
+    run_spec = re2_config_from_file(args.config).redo_spec  # the rule training and validation used
+    args.spec = run_spec.with_rule(args.redo_rule)
+    print(f"redo specification: phrase {run_spec.phrase!r}, markers {list(run_spec.markers)}"
+          + (f" (from {args.config})" if args.config else " (defaults)"))
     grader = grader_for_rule = MathGrader(timeout_s=args.grade_timeout)
     try:
-        samples = to_samples(records, args.redo_rule, args.redo_phrase, grader)
-        _run(args, records, samples, grader_for_rule)
+        samples = to_samples(records, args.spec, grader)
+        _run(args, records, samples, grader_for_rule, run_spec)
     finally:
         grader.close()
     return 0
 
 
-def _run(args, records, samples, grader_for_rule) -> None:
+def _run(args, records, samples, grader_for_rule, run_spec: RedoSpec) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
+    validation_rule = run_spec.rule  # what verl's validation metric of the run applies
+    result = {"redo_phrase": run_spec.phrase, "redo_markers": list(run_spec.markers)}
     if args.command == "avg":
-        result = {"rule": args.redo_rule, **avg_at_k(samples)}
-        if args.redo_rule != VALIDATION_RULE:  # the figures verl's validation metric reports, named as such
-            with_verl_rule = to_samples(records, VALIDATION_RULE, args.redo_phrase, grader_for_rule)
-            result["verl_validation_rule"] = {"rule": VALIDATION_RULE, **avg_at_k(with_verl_rule)}
+        result.update({"rule": args.redo_rule, **avg_at_k(samples)})
+        if args.redo_rule != validation_rule:  # the figures verl's validation metric reports, named as such
+            with_verl_rule = to_samples(records, run_spec, grader_for_rule)
+            result["verl_validation_rule"] = {"rule": validation_rule, **avg_at_k(with_verl_rule)}
         answered = [s for s in samples if not s.redo]
         result["accuracy_by_length"] = accuracy_by_bins([s.length for s in answered], [s.correct for s in answered])
         _plot(args.out / "avg_length.png", {"non-redo samples": _binned(result["accuracy_by_length"], "mean")},
               "response length (characters, bin mean)", "accuracy (95% CI)", "Accuracy vs response length")
-        for name, r in [(args.redo_rule, result)] + ([(VALIDATION_RULE, result["verl_validation_rule"])]
+        for name, r in [(args.redo_rule, result)] + ([(validation_rule, result["verl_validation_rule"])]
                                                      if "verl_validation_rule" in result else []):
-            print(f"redo rule {name!r}{' (verl validation metric)' if name == VALIDATION_RULE else ''}: avg@k "
+            print(f"redo rule {name!r}{' (verl validation metric)' if name == validation_rule else ''}: avg@k "
                   f"{r['avg_redo_rule']:.3f} +- {r['avg_redo_rule_ci95']:.3f}, redo rate {r['redo_rate']:.3f} "
                   f"({r['questions']} questions, {r['samples']} samples)")
     elif args.command == "tts":
         per_question = min(len([s for s in samples if s.question == q]) for q in {s.question for s in samples})
         budgets = args.budgets or default_budgets(per_question)
         per_q = majority_vote_per_question(samples, budgets, args.resamples)
-        result = {"rule": args.redo_rule, "budgets": budgets,
+        result.update({"rule": args.redo_rule, "budgets": budgets,
                   "majority_vote_accuracy": [float(per_q[k].mean()) for k in budgets],
                   "ci95": [mean_ci95(per_q[k]) for k in budgets],
-                  "resamples": args.resamples, "questions": len({s.question for s in samples})}
+                  "resamples": args.resamples, "questions": len({s.question for s in samples})})
         means, halves = result["majority_vote_accuracy"], result["ci95"]
         err = [[min(h, m) for m, h in zip(means, halves)], [min(h, 1 - m) for m, h in zip(means, halves)]]
         _plot(args.out / "tts.png", {f"majority vote over {result['questions']} questions": {
@@ -165,7 +175,7 @@ def _run(args, records, samples, grader_for_rule) -> None:
         for line, row in enumerate(records, start=1):
             fractions.append(float(_pick(row, ("prefix_fraction",), line, "prefix_fraction")))
             sources.append(bool(_pick(row, ("prefix_source_correct",), line, "prefix_source_correct")))
-        result, series = {}, {}
+        series = {}
         for label, flag in (("prefix from incorrect response", False), ("prefix from correct response", True)):
             rows = [i for i, s in enumerate(sources) if s == flag]
             if rows:

@@ -19,7 +19,7 @@ from verl_ext.re2.config import Re2Config
 from verl_ext.re2.filtering import degenerate_groups
 from verl_ext.re2.prefixes import PrefixGroup, build_prefix_groups
 from verl_ext.re2.redo import REDO, RedoDetector, classify, truncate_after_redo
-from verl_ext.re2.reward import overlong_penalty, three_way_rewards
+from verl_ext.re2.reward import DEGENERATE_REDO_REWARD, overlong_penalty, three_way_rewards
 from verl_ext.scoring.math_grader import STATUS_REFUSED, STATUS_TIMEOUT, Grade
 
 # generate(prompt_ids, max_tokens) -> (response token ids, response log-probs or None, server extra fields)
@@ -63,6 +63,8 @@ class QuestionRollout:
         return {
             "continuations": len(outcomes),
             "redo": sum(o == REDO for o in outcomes),
+            # Eq. 1's degenerate case: no out-of-group continuation, or every one a redo (official code: -1)
+            "redo_reward_degenerate": sum(c.score == DEGENERATE_REDO_REWARD for c in self.continuations),
             "correct": sum(o == "correct" for o in outcomes),
             "groups": len(self.groups),
             "degenerate_groups": len(degenerate_groups([c.score for c in self.continuations],

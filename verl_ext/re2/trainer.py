@@ -52,6 +52,8 @@ def step_metrics(infos: list[dict], question_keys: list[str]) -> dict[str, float
         "grading/timeouts": float(totals["grading_timeouts"]),
         "grading/refused": float(totals.get("grading_refused", 0)),
     })
+    if totals.get("redo"):  # how often a redo met Eq. 1's degenerate case (reward -1), of all redo continuations
+        metrics["re2/redo_reward_degenerate_frac"] = totals.get("redo_reward_degenerate", 0) / totals["redo"]
     if "generated_tokens" in totals:  # full responses and continuations, every question of the step
         metrics["re2/generated_tokens"] = float(totals["generated_tokens"])
     return metrics
