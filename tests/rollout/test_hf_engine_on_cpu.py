@@ -81,3 +81,18 @@ def test_bad_input(engine):
         engine.generate([[]], [SamplingParams(max_new_tokens=2)])
     with pytest.raises(ValueError, match="1 prompts but 2 sampling settings"):
         engine.generate([[1]], [SamplingParams(max_new_tokens=2)] * 2)
+
+
+def test_a_seeded_request_draws_the_same_alone_or_in_any_batch(engine):
+    """Each seeded sequence has a generator of its own: its tokens do not depend on the batch it shares."""
+    target, *others = _prompts(engine, ["Compute 3 + 4.", "Compute 12 - 7 and then some more words.", "Hi"])
+    seeded = SamplingParams(max_new_tokens=12, n=2, seed=1234, ignore_eos=True)
+    alone = engine.generate([target], [seeded])[0]
+    crowded = engine.generate([*others, target], [SamplingParams(max_new_tokens=7, ignore_eos=True),
+                                                  SamplingParams(max_new_tokens=3, temperature=0.5), seeded])[-1]
+    reordered = engine.generate([target, *others], [seeded, SamplingParams(max_new_tokens=12, seed=99),
+                                                    SamplingParams(max_new_tokens=12, seed=7)])[0]
+    assert [g.token_ids for g in alone] == [g.token_ids for g in crowded] == [g.token_ids for g in reordered]
+    assert alone[0].token_ids != alone[1].token_ids  # the request's n sequences draw apart
+    other = engine.generate([target], [SamplingParams(max_new_tokens=12, n=2, seed=1235, ignore_eos=True)])[0]
+    assert [g.token_ids for g in other] != [g.token_ids for g in alone]

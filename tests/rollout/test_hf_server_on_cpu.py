@@ -145,3 +145,25 @@ def test_elastic_options_are_checked(ray_cluster, rollout_configs):
     rep = HFReplica(replica_rank=11, config=rollout, model_config=model, gpus_per_node=1)
     with pytest.raises(Exception, match="engine_kwargs.hf.elastic"):
         asyncio.run(rep.launch_servers())
+
+
+def test_sampling_depends_on_the_request_not_on_when_it_arrives(replica, prompt):
+    """A group's n requests for one prompt draw the same n sequences whatever else shares the batch and in whatever
+    order they arrive; new weights (a new training step) draw anew."""
+    server = replica.server_handle
+    sample = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": False, "max_tokens": 8, "ignore_eos": True}
+
+    def group(extra_prompts):
+        ray.get(server.set_global_steps.remote(40 + len(extra_prompts)))  # a fresh count for the prompt
+        ray.get(server.set_global_steps.remote(3))
+        refs = [server.generate.remote(prompt_ids=p, sampling_params=sample, request_id=f"x{i}")
+                for i, p in enumerate(extra_prompts)]
+        refs += [server.generate.remote(prompt_ids=prompt, sampling_params=sample, request_id=f"g{i}") for i in range(4)]
+        return sorted(tuple(o.token_ids) for o in ray.get(refs)[len(extra_prompts):])
+
+    alone = group([])
+    crowded = group([prompt[:9], prompt[:12], prompt[:7]])
+    assert alone == crowded and len(set(alone)) > 1
+    ray.get(server.set_global_steps.remote(4))
+    refs = [server.generate.remote(prompt_ids=prompt, sampling_params=sample, request_id=f"n{i}") for i in range(4)]
+    assert sorted(tuple(o.token_ids) for o in ray.get(refs)) != alone

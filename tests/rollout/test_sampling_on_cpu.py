@@ -82,3 +82,16 @@ def test_from_request_maps_the_agent_loop_dict():
 def test_bad_requests_name_the_field(params, match):
     with pytest.raises(ValueError, match=match):
         SamplingParams.from_request(params, default_max_tokens=4)
+
+
+def test_per_row_generators_draw_each_row_on_its_own():
+    from verl_ext.rollout.sampling import sample_next_tokens
+
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    ones, k, p = torch.ones(3), torch.full((3,), -1), torch.ones(3)
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]  # noqa: E731
+    tokens, _ = sample_next_tokens(logits, ones, k, p, gens())
+    alone, _ = sample_next_tokens(logits[1:2], ones[:1], k[:1], p[:1], gens()[1:2])
+    assert tokens[1] == alone[0]  # row 1's draw is the same without rows 0 and 2
+    with pytest.raises(ValueError, match="2 generators for 3 rows"):
+        sample_next_tokens(logits, ones, k, p, gens()[:2])

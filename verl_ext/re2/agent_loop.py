@@ -84,7 +84,9 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
             return list(out.token_ids), out.log_probs, dict(out.extra_fields)
 
         ground_truth = (prompt.get("reward_model") or {}).get("ground_truth")
-        seed = zlib.crc32(f"{self.re2.seed}:{uid}".encode())
+        # The question's prefix draws depend on what verl's data loader gave (the step and the row's index), not on
+        # its uid (a fresh UUID each run): a run and its resumption draw the same prefixes.
+        seed = zlib.crc32(f"{self.re2.seed}:{trajectory.get('step')}:{trajectory.get('sample_index', uid)}".encode())
         result = await rollout_question(
             question_uid=uid,
             prompt_ids=self._prompt_ids(prompt["raw_prompt"]),

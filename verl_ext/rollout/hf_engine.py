@@ -3,6 +3,11 @@
 Requests with different sampling settings share one batch: prompts are left-padded, each row carries its own
 temperature / top-k / top-p / repetition penalty / stop conditions, and decoding runs with the model's KV cache
 until every row has stopped. Correct on CPU, usable on CUDA for small models; not a throughput engine.
+
+A request with a ``seed`` samples from a generator of its own (one per returned sequence), so what it draws does
+not depend on which other requests share its batch: the same weights, prompt and seed give the same tokens (up to
+a tie at float rounding between two tokens' cumulative probabilities). Requests without one share the engine's
+generator.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ class Generation:
     log_probs: Optional[list[float]]
     finish_reason: str
     stop_str: Optional[str] = None
+
+
+def row_seed(seed: int, copy: int) -> int:
+    """The seed of the ``copy``-th sequence of a request seeded ``seed`` (a stable 62-bit mix)."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{int(seed)}:{int(copy)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
 
 
 class HFGenerationEngine:
@@ -52,11 +65,15 @@ class HFGenerationEngine:
         rows = [(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, params)) for _ in range(sp.n)]
         if not rows:
             return []
-        seeds = {sp.seed for _, _, sp in rows if sp.seed is not None}
         generator = self.generator
-        if seeds:
-            # A batch with explicit seeds is reproducible as a whole (rows share one generator).
-            generator = torch.Generator(device=self._device).manual_seed(hash(tuple(sorted(seeds))) & 0x7FFFFFFF)
+        if any(sp.seed is not None for _, _, sp in rows):  # one generator per sequence: see the module doc
+            copies: dict[int, int] = {}
+            generator = []
+            for i, _, sp in rows:
+                copy = copies[i] = copies.get(i, -1) + 1
+                seed = row_seed(sp.seed, copy) if sp.seed is not None else int(
+                    torch.randint(2**62, (1,), generator=self.generator))
+                generator.append(torch.Generator(device=self._device).manual_seed(seed))
         outputs = self._generate_rows([r[1] for r in rows], [r[2] for r in rows], generator)
         grouped: list[list[Generation]] = [[] for _ in prompts]
         for (i, _, _), out in zip(rows, outputs):

@@ -5,6 +5,13 @@ a ``TokenOutput``. Requests that arrive together are gathered into one batch for
 collection window, then one batched decode run in a thread so the actor keeps accepting calls). Weights arrive from
 the trainer in named chunks (``load_weights`` ... ``finish_weight_update``), the same names the actor's
 ``state_dict`` has. Control calls (sleep, wake_up, abort, resume, kv-cache) follow verl's server contract.
+
+Reproducible sampling: a request without a seed of its own gets one from what it asks for, not from when it
+arrives: the rollout seed, the weights' training step, the prompt, and how many requests for the same prompt came
+before it since those weights arrived (``request_seed``). verl sends a group's n samples as n requests for one
+prompt, so the group draws the same n sequences whatever the order the requests arrive in and whichever other
+requests share their batch; a run, or a run resumed from a checkpoint, samples what an uninterrupted run of the same
+seed samples (the engine gives every seeded sequence a generator of its own).
 """
 
 from __future__ import annotations
@@ -24,6 +31,17 @@ from verl_ext.rollout.sampling import SamplingParams
 logger = logging.getLogger(__name__)
 
 BATCH_WINDOW_S = 0.005
+
+
+def request_seed(base: int, weights_step: Optional[int], prompt_ids: list[int], occurrence: int) -> int:
+    """A stable 62-bit seed for the ``occurrence``-th request for ``prompt_ids`` under the weights of
+    ``weights_step`` (None before the first sync)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{int(base)}:{-1 if weights_step is None else int(weights_step)}:{int(occurrence)}:".encode())
+    digest.update(",".join(map(str, prompt_ids)).encode())
+    return int.from_bytes(digest.digest(), "little") >> 2
 
 
 @dataclasses.dataclass
@@ -91,7 +109,9 @@ class HFRolloutServer:
                 self.hooks.append((hook, state))
         eos = self._eos_token_ids(model_config)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
-        self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=int(rollout_config.seed or 0))
+        self.seed = int(rollout_config.seed or 0)
+        self.engine = HFGenerationEngine(self.model, self.tokenizer, eos, pad, seed=self.seed)
+        self._occurrences: dict[tuple[int, ...], int] = {}  # requests per prompt since the weights arrived
         self.max_model_len = int(rollout_config.prompt_length + rollout_config.response_length)
         self.response_length = int(rollout_config.response_length)
         self.ignore_eos = bool(getattr(rollout_config, "ignore_eos", False))
@@ -147,6 +167,11 @@ class HFRolloutServer:
         params = SamplingParams.from_request(request, default_max)
         if params.n != 1:
             raise ValueError(f"sampling_params n={params.n}: a generate() call returns one sequence; send n requests.")
+        if params.seed is None and not params.greedy:  # reproducible sampling: see the module doc
+            key = tuple(prompt_ids)
+            occurrence = self._occurrences[key] = self._occurrences.get(key, -1) + 1
+            params = dataclasses.replace(params, seed=request_seed(self.seed, self.global_steps, prompt_ids,
+                                                                   occurrence))
         if self._paused:
             if self._reject_while_paused:
                 return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted", extra_fields=self._extra())
@@ -215,6 +240,7 @@ class HFRolloutServer:
                 target.copy_(tensor.to(device=target.device, dtype=target.dtype))
         if global_steps is not None:
             self.global_steps = global_steps
+        self._occurrences.clear()  # new weights: every prompt's requests count from the first again
         return {"updated": len(incoming)}
 
     def _tied_names(self) -> set[str]:
@@ -285,6 +311,8 @@ class HFRolloutServer:
             await asyncio.sleep(0.01)
 
     async def set_global_steps(self, global_steps: int):
+        if global_steps != self.global_steps:
+            self._occurrences.clear()
         self.global_steps = global_steps
 
     async def start_profile(self, **kwargs):

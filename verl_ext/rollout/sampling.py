@@ -8,7 +8,7 @@ plus the vLLM-style keys a recipe may add (``n``, ``stop``, ``stop_token_ids``, 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -122,13 +122,14 @@ def sample_next_tokens(
     temperature: torch.Tensor,
     top_k: torch.Tensor,
     top_p: torch.Tensor,
-    generator: Optional[torch.Generator] = None,
+    generator: Optional[torch.Generator] | Sequence[torch.Generator] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; rows with temperature 0 take the argmax.
 
     logits (B, V) after any repetition penalty. Returns (tokens (B,) long, logprobs (B,) float), the log-probability
     being under the temperature-scaled, unfiltered distribution, which is what verl's actor recomputes
-    (``logits / temperature``); greedy rows report the raw distribution.
+    (``logits / temperature``); greedy rows report the raw distribution. ``generator``: one for the batch, or one per
+    row (B of them), so a row's draw depends on its own generator only, not on which rows share its batch.
     """
     logits = logits.float()
     greedy = temperature == 0
@@ -136,7 +137,12 @@ def sample_next_tokens(
     scaled = logits / scale[:, None]
     filtered = filter_top_k_top_p(scaled, top_k, top_p)
     probs = torch.softmax(filtered, dim=-1)
-    sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for {probs.shape[0]} rows; pass one per row.")
+        sampled = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator)])
+    else:
+        sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     tokens = torch.where(greedy, logits.argmax(dim=-1), sampled)
     logprobs = torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, logprobs
