@@ -21,7 +21,7 @@ Both sequences have the same length; only their first token and their layout dif
 the pre-RoPE keys of the first and last prompt tokens can pick up. Accuracy is over queried values (teacher-forced
 argmax at each answer position); Omega_MSR per sequence from the hard decisions (``metrics.msr``).
 
-Router training is the objective of ``verl_ext.elastic_attention.verl_training`` (the verl SFT engine's loss) run in
+Router training is the objective of ``verl_ext.elastic_attention.router_engine`` (the verl SFT engine's loss) run in
 a plain loop: Gumbel-softmax straight-through decisions with the exponential temperature schedule of
 ``RouterTrainingConfig.tau``, ``SparsityLagrangian`` with per-task targets (retrieval 0.7, local 1.0, the paper's
 sensitive / robust targets), one AdamW with the multipliers' group on gradient ascent, and the backbone frozen
@@ -53,10 +53,11 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 from verl_ext.elastic_attention.config import ElasticAttentionConfig  # noqa: E402
 from verl_ext.elastic_attention.hf import enable_elastic_attention  # noqa: E402
 from verl_ext.elastic_attention.metrics import msr  # noqa: E402
+from verl_ext.elastic_attention.router_objective import (SparsityLagrangian, freeze_backbone,  # noqa: E402
+                                                         training_omega)
 from verl_ext.elastic_attention.state import elastic_decisions, set_router_temperature, set_static_heads  # noqa: E402
-from verl_ext.elastic_attention.training import SparsityLagrangian, freeze_backbone, training_omega  # noqa: E402
 warnings.filterwarnings("ignore", message=r".* engine is not available")  # verl's optional engines, irrelevant here
-from verl_ext.elastic_attention.verl_training import RouterTrainingConfig  # noqa: E402
+from verl_ext.elastic_attention.router_engine import RouterTrainingConfig  # noqa: E402
 
 PAD, RET, LOC, SEP, QRY = 0, 1, 2, 3, 4
 TASKS = ("retrieval", "local")

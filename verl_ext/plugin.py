@@ -48,7 +48,7 @@ def _elastic_before_forward(module, micro_batch) -> None:
 
 
 def _elastic_config_check(config) -> None:
-    from verl_ext.elastic_attention.verl_actor import check_override_config
+    from verl_ext.elastic_attention.override_keys import check_override_config
 
     check_override_config(config)
 
@@ -166,7 +166,7 @@ def _on_engine_base(module) -> None:
         attention and the kernels). Constructing it returns the real engine, initialised by its own constructor."""
 
         def __new__(cls, *args, **kwargs):
-            from verl_ext.elastic_attention.verl_training import ElasticRouterEngine
+            from verl_ext.elastic_attention.router_engine import ElasticRouterEngine
 
             return ElasticRouterEngine(*args, **kwargs)
 
@@ -196,7 +196,7 @@ def _on_trainer_sync(_module) -> None:
     from verl_ext.metric_contributors import add_metric_contributor
 
     add_metric_contributor("re2", "verl_ext.re2.trainer:step_metric_contributor")
-    add_metric_contributor("elastic_attention", "verl_ext.elastic_attention.trainer:rollout_metric_contributor")
+    add_metric_contributor("elastic_attention", "verl_ext.elastic_attention.trainer_metrics:rollout_metric_contributor")
     add_metric_contributor("re2_validation", "verl_ext.re2.trainer:validation_metric_contributor", kind="validation")
 
 

@@ -7,7 +7,7 @@ the gap only stays at noise level if the actor routes and attends exactly as the
 import pytest
 
 from verl_ext.cpu_smoke import prepare_model, read_metrics, run
-from verl_ext.testing.router_adapters import layer_routing_adapter
+from verl_ext.elastic_attention.adapter import fixed_routing_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_elastic_grpo_two_steps(tmp_path, smoke_cache):
     out = tmp_path / "runs"
     model_dir = prepare_model(smoke_cache)
-    adapter, expected_msr = layer_routing_adapter(model_dir, tmp_path / "routers.safetensors", {0})
+    adapter, expected_msr = fixed_routing_adapter(model_dir, tmp_path / "routers.safetensors", {0})
     result = run(out, config_name="elastic_grpo_cpu_smoke", steps=2, quiet=True, cache=smoke_cache,
                  extra=[f"+actor_rollout_ref.model.override_config.elastic_adapter={adapter}"])
     assert result["returncode"] == 0, open(result["log"]).read()[-4000:]

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from verl_ext.elastic_attention.hf import elastic_decisions
-from verl_ext.elastic_attention.verl_actor import before_forward, prepare_module, prompt_lengths, settings_from_hf_config
+from verl_ext.elastic_attention.override_keys import settings_from_hf_config
+from verl_ext.elastic_attention.verl_actor import before_forward, prepare_module, prompt_lengths
 from verl_ext.rollout.hf_engine import HFGenerationEngine
 from verl_ext.rollout.sampling import SamplingParams
 

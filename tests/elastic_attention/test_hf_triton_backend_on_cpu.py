@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
+from verl_ext.elastic_attention.router_objective import freeze_backbone
 from verl_ext.elastic_attention.state import set_router_temperature
-from verl_ext.elastic_attention.training import freeze_backbone
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl_ext.elastic_attention.hf import ElasticAttentionConfig, elastic_decisions, enable_elastic_attention
-from verl_ext.elastic_attention.packed import segments_from_position_ids
+from verl_ext.elastic_attention.hf import (ElasticAttentionConfig, elastic_decisions, enable_elastic_attention,
+                                           segments_from_position_ids)
+from verl_ext.elastic_attention.router_objective import training_omega
 from verl_ext.elastic_attention.state import set_prompt_lengths, set_router_temperature
-from verl_ext.elastic_attention.training import training_omega
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 

@@ -72,7 +72,7 @@ def setup(request, tmp_path_factory):
 def _routers_that_split(model, prompts):
     """Random routers whose decisions differ across these prompts and heads: each layer's 'full' logit is shifted
     so the median (prompt, head) sits on the boundary, then nudged so no decision is within float noise of it."""
-    from verl_ext.elastic_attention.hf import router_logits
+    from verl_ext.elastic_attention.layer import Layout, router_logits
 
     torch.manual_seed(3)
     for layer in model.model.layers:
@@ -83,7 +83,7 @@ def _routers_that_split(model, prompts):
         for prompt in prompts:  # earlier layers are final, so this layer sees the keys it will route on
             with torch.no_grad():
                 model(torch.tensor([prompt]))
-                logits = router_logits(attn, torch.tensor([len(prompt)]))[0]
+                logits = router_logits(attn, Layout(lengths=torch.tensor([len(prompt)]), left_padded=True))[0]
             margins.append(logits[:, 1] - logits[:, 0])
         margins = torch.cat(margins)
         shift = -margins.median()

@@ -1,6 +1,6 @@
-"""The vLLM-independent parts of the Elastic Attention vLLM plugin: which requests of a step are routed, per-step
-routing state, engine policy, weight names, architecture selection, and a plugin entry point that is safe without
-vLLM (the model classes themselves: test_vllm_models_on_cpu.py)."""
+"""The vLLM-independent parts of Elastic Attention's vLLM side: which requests of a step are routed, per-step
+routing state, engine policy, weight names (``vllm_routing``), architecture selection and a plugin entry point that
+is safe without vLLM (``vllm_plugin``; the model classes themselves: test_vllm_models_on_cpu.py)."""
 
 import importlib.metadata
 
@@ -8,22 +8,23 @@ import pytest
 import torch
 
 from verl_ext.elastic_attention import vllm_plugin as vp
+from verl_ext.elastic_attention import vllm_routing as vr
 
 
 def test_routed_segments_hand_computed():
     # Step: request 0 decodes (1 new token of 40), request 1 prefills 5 tokens, request 2 prefills 3 tokens.
-    assert vp.routed_segments([0, 1, 6, 9], [40, 5, 3]) == [(1, 6), (6, 9)]
-    assert vp.routed_segments([0, 1], [1]) == [(0, 1)]  # a one-token prompt is a (trivial) prefill
+    assert vr.routed_segments([0, 1, 6, 9], [40, 5, 3]) == [(1, 6), (6, 9)]
+    assert vr.routed_segments([0, 1], [1]) == [(0, 1)]  # a one-token prompt is a (trivial) prefill
     # Request 1 continues a prompt: 4 new tokens after 6 earlier ones (a chunk, or a prefix-cache hit).
     with pytest.raises(RuntimeError, match="request 1 of this step continues a prompt \\(4 new tokens after 6"):
-        vp.routed_segments([0, 1, 5], [40, 10])
-    assert vp.routed_segments([0, 1, 5], [40, 10], policy="first_chunk") == []  # attends densely instead
+        vr.routed_segments([0, 1, 5], [40, 10])
+    assert vr.routed_segments([0, 1, 5], [40, 10], policy="first_chunk") == []  # attends densely instead
     with pytest.raises(ValueError, match="one more"):
-        vp.routed_segments([0, 1], [40, 10])
+        vr.routed_segments([0, 1], [40, 10])
 
 
 def test_step_routing_per_request():
-    step = vp.StepRouting([(0, 5), (5, 9)], num_layers=2, num_kv_heads=3)
+    step = vr.StepRouting([(0, 5), (5, 9)], num_layers=2, num_kv_heads=3)
     step.record(0, torch.tensor([[1, 0, 0], [1, 1, 1]]))
     with pytest.raises(KeyError, match="routing state missing for request 1 at layer 1"):
         step.get(1, 1)
@@ -53,31 +54,31 @@ ENGINE = dict(enforce_eager=True, enable_prefix_caching=False, enable_chunked_pr
     ({"enable_chunked_prefill": True}, "enable_chunked_prefill=False"),
 ])
 def test_engine_settings_refused(change, message):
-    vp.check_engine("disable", **ENGINE)
+    vr.check_engine("disable", **ENGINE)
     with pytest.raises(ValueError, match=message):
-        vp.check_engine("disable", **{**ENGINE, **change})
+        vr.check_engine("disable", **{**ENGINE, **change})
 
 
 def test_first_chunk_policy_accepts_prefix_caching_and_chunking():
-    vp.check_engine("first_chunk", **{**ENGINE, "enable_prefix_caching": True, "enable_chunked_prefill": True})
+    vr.check_engine("first_chunk", **{**ENGINE, "enable_prefix_caching": True, "enable_chunked_prefill": True})
 
 
 def test_chunked_prefill_policy():
-    vp.check_chunked_prefill("disable", enable_chunked_prefill=False, max_num_batched_tokens=2048, max_model_len=32768)
-    vp.check_chunked_prefill("disable", True, 32768, 32768)
-    vp.check_chunked_prefill("first_chunk", True, 2048, 32768)
+    vr.check_chunked_prefill("disable", enable_chunked_prefill=False, max_num_batched_tokens=2048, max_model_len=32768)
+    vr.check_chunked_prefill("disable", True, 32768, 32768)
+    vr.check_chunked_prefill("first_chunk", True, 2048, 32768)
     with pytest.raises(ValueError, match="enable_chunked_prefill=False"):
-        vp.check_chunked_prefill("disable", True, 2048, 32768)
+        vr.check_chunked_prefill("disable", True, 2048, 32768)
     with pytest.raises(ValueError, match="known"):
-        vp.check_chunked_prefill("defer", True, 2048, 32768)
+        vr.check_chunked_prefill("defer", True, 2048, 32768)
 
 
 def test_weight_names_from_every_source():
     target = "model.layers.3.self_attn.elastic_router.router_mlp.2.weight"
-    assert vp.vllm_weight_name("layers.3.router_mlp.2.weight") == target
-    assert vp.vllm_weight_name("model.layers.3.self_attn.mask_allocator.cls_router_head_agnostic.2.weight") == target
-    assert vp.vllm_weight_name(target) == target
-    assert vp.vllm_weight_name("model.layers.3.self_attn.q_proj.weight") == "model.layers.3.self_attn.q_proj.weight"
+    assert vr.vllm_weight_name("layers.3.router_mlp.2.weight") == target
+    assert vr.vllm_weight_name("model.layers.3.self_attn.mask_allocator.cls_router_head_agnostic.2.weight") == target
+    assert vr.vllm_weight_name(target) == target
+    assert vr.vllm_weight_name("model.layers.3.self_attn.q_proj.weight") == "model.layers.3.self_attn.q_proj.weight"
 
 
 def test_architectures_and_overrides():
@@ -105,7 +106,7 @@ def test_overrides_are_the_settings_the_model_reads():
     """What hf_overrides writes, settings_from_hf_config (actor and vLLM model alike) reads back."""
     from transformers import Qwen3Config
 
-    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+    from verl_ext.elastic_attention.override_keys import settings_from_hf_config
 
     config = Qwen3Config(architectures=["Qwen3ForCausalLM"])
     for key, value in vp.hf_overrides(config, adapter="r.safetensors", chunked_prefill="first_chunk", window=512,

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from verl_ext.elastic_attention.verl_training import RouterTrainingConfig
+from verl_ext.elastic_attention.router_engine import RouterTrainingConfig
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "elastic_attention"
 
@@ -41,7 +41,7 @@ def test_grpo_elastic_config_switches_actor_and_rollout():
     from transformers import Qwen2Config
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 
-    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+    from verl_ext.elastic_attention.override_keys import settings_from_hf_config
 
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
         cfg = compose(config_name="grpo_elastic", overrides=[
@@ -63,8 +63,8 @@ def test_grpo_elastic_vllm_config_follows_the_actor(tmp_path):
     checks; the run script maps the checkpoint's architecture (and refuses an unsupported one)."""
     from transformers import Qwen3Config
 
-    from verl_ext.elastic_attention import vllm_plugin
-    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+    from verl_ext.elastic_attention import vllm_routing
+    from verl_ext.elastic_attention.override_keys import settings_from_hf_config
 
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
         cfg = compose(config_name="grpo_elastic_vllm", overrides=[
@@ -78,13 +78,13 @@ def test_grpo_elastic_vllm_config_follows_the_actor(tmp_path):
         setattr(hf_config, key, value)  # what vLLM does with hf_overrides
     settings = settings_from_hf_config(hf_config, source="hf_overrides")
     assert settings.adapter == "/runs/r/router_adapter.safetensors" and settings.attention.decode == "dense"
-    vllm_plugin.check_engine("disable", enforce_eager=rollout.enforce_eager,
-                             enable_prefix_caching=rollout.enable_prefix_caching,
-                             enable_chunked_prefill=rollout.enable_chunked_prefill,
-                             max_num_batched_tokens=rollout.max_num_batched_tokens,
-                             max_model_len=rollout.max_model_len or 32768, speculative=False,
-                             pipeline_parallel_size=rollout.pipeline_model_parallel_size,
-                             decode=settings.attention.decode)
+    vllm_routing.check_engine("disable", enforce_eager=rollout.enforce_eager,
+                              enable_prefix_caching=rollout.enable_prefix_caching,
+                              enable_chunked_prefill=rollout.enable_chunked_prefill,
+                              max_num_batched_tokens=rollout.max_num_batched_tokens,
+                              max_model_len=rollout.max_model_len or 32768, speculative=False,
+                              pipeline_parallel_size=rollout.pipeline_model_parallel_size,
+                              decode=settings.attention.decode)
     assert rollout.name == "vllm" and overrides["architectures"] == ["ElasticQwen3ForCausalLM"]
     run = subprocess.run(["bash", str(RECIPE / "run_grpo_elastic_vllm.sh")], capture_output=True, text=True)
     assert run.returncode == 2 and "MODEL_DIR ROUTERS" in run.stdout
@@ -99,7 +99,7 @@ def test_vllm_rollout_settings_must_be_the_actors():
     """A vLLM rollout routed differently from the actor (or not at all) is refused in the driver."""
     import pytest
 
-    from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
+    from verl_ext.elastic_attention.override_keys import check_rollout_matches_actor
 
     def compose_vllm(*extra):
         with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
@@ -120,7 +120,7 @@ def test_vllm_rollout_settings_must_be_the_actors():
 
     # In the driver, before Ray starts: the registered config check refuses it (ConfigError naming the key).
     from verl_ext.config_checks import ConfigError
-    from verl_ext.elastic_attention.verl_actor import check_override_config
+    from verl_ext.elastic_attention.override_keys import check_override_config
 
     with pytest.raises(ConfigError, match="elastic_window actor=1024 rollout=2048"):
         check_override_config(compose_vllm("+actor_rollout_ref.model.override_config.elastic_window=1024"))

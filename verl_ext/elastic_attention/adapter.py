@@ -74,3 +74,22 @@ def load_router_adapter(model, path: str | Path) -> None:
                 raise ValueError(f"router adapter {path}: layer {i} {name} has shape {tuple(state[name].shape)}, the "
                                  f"model's router expects {tuple(param.shape)} (different head_dim?).")
         router.load_state_dict(state)
+
+
+def fixed_routing_adapter(model_dir: str | Path, path: str | Path, sparse_layers: set[int]) -> tuple[Path, float]:
+    """An adapter for the checkpoint in ``model_dir`` whose routers send every KV head of the layers in
+    ``sparse_layers`` to sparse attention and every other head to full attention, whatever the input (the routers'
+    last layer: zero weights, bias logits (sparse, full) = (+10, -10) or (-10, +10)): routing known in advance, for
+    checking that two engines route alike. Returns (the adapter file, the Omega_MSR it gives every input)."""
+    from transformers import AutoModelForCausalLM
+
+    from verl_ext.elastic_attention.hf import enable_elastic_attention
+
+    model = enable_elastic_attention(AutoModelForCausalLM.from_pretrained(model_dir))
+    layers = model.model.layers
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            head = layer.self_attn.elastic_router.router_mlp[-1]
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([10.0, -10.0] if i in sparse_layers else [-10.0, 10.0]))
+    return save_router_adapter(model, path), len(sparse_layers) / len(layers)

@@ -1,5 +1,5 @@
-"""``ElasticAttentionConfig``: every Elastic Attention setting, validated at construction (a leaf module: it imports
-no model code, so configs, checks and the vLLM plugin read it cheaply).
+"""``ElasticAttentionConfig``: every Elastic Attention setting, validated at construction (a leaf of this package: it
+imports no model code, only the kernels' mode registry, so configs, checks and the vLLM plugin read it cheaply).
 
 A router decides, per sequence and KV head, between two attention modes; the **pattern** names the pair, in the
 paper's words (retrieval mode for z = 1, sparse mode for z = 0):
@@ -10,9 +10,15 @@ paper's words (retrieval mode for z = 1, sparse mode for z = 0):
 | ``fa-xa`` | full attention | XAttention block-sparse |
 | ``xa-ssa`` (the paper's fastest) | XAttention block-sparse | streaming |
 
+Each of the paper's modes runs as a mode of the kernels' registry (``verl_ext.kernels.elastic_attention.modes``:
+codes, visibility, block-mask need, decode rule): full as ``full``, streaming as ``streaming`` (``streaming_blocks``
+with ``block_size``: ``modes.streaming``), XAttention as ``block_sparse`` reading XAttention's block masks.
+``sparse_kernel_mode`` names any registered mode for the sparse heads instead (a mode beyond the paper's; unknown
+names are refused with the known ones). ``kernel_modes`` is the one reading of the pair; everything downstream asks
+the registry's ``Mode`` (``dense``, ``needs_block_mask``, ``decode``, ``visible``), never a mode's name.
+
 Each mode's settings are its own: streaming's ``sink``, ``window`` and ``block_size`` (None: token-exact; an int:
-the official kernel's block-rounded pattern), XAttention's ``xattention`` (stride, block, threshold). The kernels'
-mode codes and visibility rules are in ``verl_ext.kernels.elastic_attention.modes``.
+the official kernel's block-rounded pattern), XAttention's ``xattention`` (stride, block, threshold).
 
 ``from_options`` builds a config from a mapping (verl's ``override_config`` keys without their ``elastic_`` prefix,
 the ``hf`` rollout's engine kwargs, the router-training ``attention`` block). Where verl carries the settings as HF
@@ -25,10 +31,18 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
+
+from verl_ext.kernels.elastic_attention import modes as M
 
 SINK, WINDOW = 128, 2048
 PATTERNS = {"fa-ssa": ("full", "streaming"), "fa-xa": ("full", "xattention"), "xa-ssa": ("xattention", "streaming")}
+# The paper's mode names -> the registry mode each runs as, given block_size (streaming's block rounding).
+PAPER_MODES: dict[str, Callable[[Optional[int]], M.Mode]] = {
+    "full": lambda block_size: M.get("full"),
+    "streaming": M.streaming,
+    "xattention": lambda block_size: M.get("block_sparse"),
+}
 POOL_MODES = ("boundary", "boundary_concat", "segment")
 BACKENDS = ("auto", "triton", "reference")
 
@@ -54,10 +68,13 @@ class XAttentionSettings:
 @dataclasses.dataclass(frozen=True)
 class ElasticAttentionConfig:
     """``force``: None (route), "full" or "sparse" (every head in the pattern's retrieval / sparse mode).
-    ``decode``: "dense" (the paper) or "sparse_kv" (streaming heads keep sink + window while decoding; beyond the
-    paper). ``backend``: "auto" (the Triton kernels on CUDA, the PyTorch references elsewhere), "triton" (also on CPU
-    under TRITON_INTERPRET=1: the tests) or "reference"; ``ops.resolve_backend`` is the one reading of it. ``pool_mode``: "boundary" (the paper), "boundary_concat" (the
-    released inference code), "segment" (the released training code); see ``router.boundary_pool``."""
+    ``decode``: "dense" (the paper) or "sparse_kv" (each head keeps its mode's decode rule while decoding, streaming
+    heads their sink + window; beyond the paper). ``backend``: "auto" (the Triton kernels on CUDA, the PyTorch references elsewhere), "triton" (also on CPU
+    under TRITON_INTERPRET=1: the tests) or "reference"; ``ops.resolve_backend`` is the one reading of it.
+    ``pool_mode``: "boundary" (the paper), "boundary_concat" (the released inference code), "segment" (the released
+    training code); see ``router.boundary_pool``. ``sparse_kernel_mode``: None (the pattern's sparse mode) or the
+    name of a registered kernel mode the sparse heads run instead (it reads ``sink`` / ``window`` / ``block_size``
+    as its settings)."""
 
     pattern: str = "fa-ssa"
     sink: int = SINK
@@ -70,6 +87,7 @@ class ElasticAttentionConfig:
     force: Optional[str] = None
     hidden_mult: int = 4
     backend: str = "auto"
+    sparse_kernel_mode: Optional[str] = None
 
     def __post_init__(self):
         if self.pattern not in PATTERNS:
@@ -81,9 +99,17 @@ class ElasticAttentionConfig:
             raise ValueError(f"backend={self.backend!r} must be one of {BACKENDS}.")
         if self.decode not in ("dense", "sparse_kv"):
             raise ValueError(f"decode={self.decode!r} must be 'dense' (paper) or 'sparse_kv'.")
-        if self.decode == "sparse_kv" and self.sparse_mode != "streaming":
-            raise ValueError(f"decode='sparse_kv' keeps the streaming pattern while decoding; pattern={self.pattern!r} "
-                             "has no streaming sparse heads. Use decode='dense' (the paper) or a '-ssa' pattern.")
+        if self.sparse_kernel_mode is not None:
+            try:
+                M.get(str(self.sparse_kernel_mode))  # a name, never a code: codes are the tables' business
+            except M.UnknownModeError as err:
+                raise ValueError(f"sparse_kernel_mode={self.sparse_kernel_mode!r}: {err} Register the mode in "
+                                 "verl_ext.kernels.elastic_attention.modes, or leave it None (the pattern's)."
+                                 ) from None
+        if self.decode == "sparse_kv" and self.kernel_modes[1].decode == "dense":
+            raise ValueError(f"decode='sparse_kv' keeps the sparse heads' decode rule while decoding; the sparse mode "
+                             f"{self.sparse_mode!r} of pattern={self.pattern!r} decodes densely. Use decode='dense' "
+                             "(the paper) or a '-ssa' pattern.")
         if self.force not in (None, "full", "sparse"):
             raise ValueError(f"force={self.force!r} must be None, 'full' or 'sparse'.")
         if self.pool_mode not in POOL_MODES:
@@ -100,11 +126,21 @@ class ElasticAttentionConfig:
 
     @property
     def sparse_mode(self) -> str:
-        return PATTERNS[self.pattern][1]
+        """The sparse heads' mode: the pattern's (the paper's name) or ``sparse_kernel_mode`` (a registry name)."""
+        return self.sparse_kernel_mode or PATTERNS[self.pattern][1]
+
+    @property
+    def kernel_modes(self) -> tuple[M.Mode, M.Mode]:
+        """(retrieval, sparse): the registry modes the two kinds of heads run."""
+        retrieval = PAPER_MODES[self.retrieval_mode](self.block_size)
+        if self.sparse_kernel_mode is not None:
+            return retrieval, M.get(str(self.sparse_kernel_mode))
+        return retrieval, PAPER_MODES[self.sparse_mode](self.block_size)
 
     @property
     def uses_xattention(self) -> bool:
-        return "xattention" in PATTERNS[self.pattern]
+        """Does a mode of the pair read block masks (XAttention estimates them)."""
+        return any(mode.needs_block_mask for mode in self.kernel_modes)
 
     @classmethod
     def fields(cls) -> list[str]:

@@ -5,9 +5,11 @@
 (``self_attn.elastic``, ``state.ElasticLayerState``), captures the layer's pre-RoPE keys with a forward hook (after
 ``k_norm`` on Qwen3, after ``k_proj`` otherwise), finds the packed sequences of each forward once from its
 ``position_ids`` (a pre-hook on the decoder) and registers the attention implementation ``elastic`` (its masks are
-SDPA's). At prefill each layer routes every KV head of every sequence (deterministic argmax) and runs each head in
-its mode through the one mode-table builder (``mode_table``); decode steps attend densely to the whole cache (the
-paper), or, with ``decode="sparse_kv"``, streaming heads see only the sink and the window of the cache (beyond the
+SDPA's). At prefill each layer hands its batch to the one routed attention call (``layer.routed_attention``) as a
+layout: a padded, left-padded batch, or one packed row of several sequences (verl's remove-padding micro-batches,
+router-training packs; position ids restarting at 0, or prompt lengths set), each sequence routed on its own prompt.
+Decode steps attend densely to the whole cache (the paper), or, with ``decode="sparse_kv"``, each head by its mode's
+decode rule (``modes.DECODE_RULES``: streaming heads see only the sink and the window of the cache; beyond the
 paper). The decisions of the last prefill are kept per layer (``state.elastic_decisions``).
 """
 
@@ -22,11 +24,11 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from verl_ext.elastic_attention import mode_table
 from verl_ext.elastic_attention.config import ElasticAttentionConfig
-from verl_ext.elastic_attention.packed import packed_forward, segments_from_position_ids
-from verl_ext.elastic_attention.router import (ElasticRouter, boundary_pool, expand_to_query_heads, route_inference,
-                                               route_train)
+from verl_ext.elastic_attention.layer import Layout, routed_attention
+from verl_ext.elastic_attention.router import ElasticRouter, expand_to_query_heads
 from verl_ext.elastic_attention.state import SUPPORTED, ElasticLayerState, decoder_layers
 from verl_ext.elastic_attention.state import elastic_decisions  # noqa: F401  (public: with enable_elastic_attention)
+from verl_ext.kernels.elastic_attention import modes as M
 from verl_ext.kernels.elastic_attention.ops import elastic_decode
 from verl_ext.kernels.elastic_attention.utils import resolve_backend
 
@@ -84,6 +86,18 @@ class _SegmentsOfForward:
             attn.elastic.segments = segments
 
 
+def segments_from_position_ids(position_ids: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """cu_seqlens (S + 1,) int64 of a packed row from its position ids (1, T) or (T,); None if not given or
+    if the positions do not restart at 0 (a plain single sequence starting elsewhere, e.g. a decode step)."""
+    if position_ids is None:
+        return None
+    pos = position_ids.reshape(-1) if position_ids.dim() <= 2 and position_ids.shape[0] == 1 else None
+    if pos is None or pos.numel() == 0 or int(pos[0]) != 0:
+        return None
+    starts = (pos == 0).nonzero().flatten().cpu()
+    return torch.cat([starts, torch.tensor([pos.numel()])]).to(torch.int64)
+
+
 def _valid_lengths(attention_mask: Optional[torch.Tensor], batch: int, length: int, device) -> torch.Tensor:
     """Tokens per row from the 4D mask's last query row (left padding); all valid when there is no mask."""
     if attention_mask is None:
@@ -91,28 +105,6 @@ def _valid_lengths(attention_mask: Optional[torch.Tensor], batch: int, length: i
     last = attention_mask[:, 0, -1, :]
     allowed = last if last.dtype == torch.bool else last == 0
     return allowed.sum(dim=-1).long()
-
-
-def router_logits(attn, lengths: torch.Tensor) -> torch.Tensor:
-    """Router logits (B, H_kv, 2) from the captured pre-RoPE keys of the current prefill (left padded)."""
-    keys = attn.elastic.keys  # (B, T, H_kv, D)
-    config = attn.elastic.config
-    t = keys.shape[1]
-    # Left padding: move each row's prompt to the front so pooling sees its first and last tokens.
-    index = (torch.arange(t, device=keys.device)[None, :] + (t - lengths)[:, None]).clamp(max=t - 1)
-    aligned = torch.gather(keys, 1, index[:, :, None, None].expand(-1, -1, *keys.shape[2:]))
-    pooled = boundary_pool(aligned, lengths, config.pool_budget, config.pool_mode)
-    router = attn.elastic_router
-    return router(pooled.to(next(router.parameters()).dtype))
-
-
-def route_layer(attn, lengths: torch.Tensor) -> torch.Tensor:
-    """KV-head decisions (B, H_kv), 1 = retrieval mode, for the captured keys of the current prefill."""
-    keys = attn.elastic.keys  # (B, T, H_kv, D)
-    fixed = attn.elastic.fixed_decisions(keys.shape[0], keys.shape[2], keys.device)
-    if fixed is not None:
-        return fixed
-    return route_inference(router_logits(attn, lengths))
 
 
 def _packed_segments(state: ElasticLayerState, batch: int, length: int) -> Optional[torch.Tensor]:
@@ -137,18 +129,20 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
         cu = _packed_segments(state, b, tq)
         if cu is not None and (len(cu) > 2 or state.prompt_lengths is not None):
             # A packed row (verl's remove-padding micro-batches, router-training packs): per-sequence routing.
-            return packed_forward(module, query, key, value, cu, scaling), None
-        if module.training and state.training:
-            return _training_forward(module, query, key, value, attention_mask, scaling)
+            layout = Layout(cu_seqlens=cu, prompt_lengths=state.prompt_lengths)
+            q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, H, D)
+            return routed_attention(module, q, k, v, layout, scaling)[None], None
         lengths = _valid_lengths(attention_mask, b, tk, query.device)
-        state.decisions = route_layer(module, lengths)
-        retrieval = expand_to_query_heads(state.decisions, hq // key.shape[1])
-        q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
-        layout = dict(lengths=lengths, left_padded=True)
-        state.block_mask = (mode_table.block_masks(state.config, q, k, **layout)
-                            if mode_table.needs_block_masks(state.config, retrieval) else None)
-        out = mode_table.attend(state.config, q, k, v, retrieval, scale=scaling, block_mask=state.block_mask, **layout)
-        return out, None
+        if module.training and state.training:
+            # Router training: both modes for every head, mixed per (sequence, head) by the straight-through
+            # decision, so the loss reaches every router, including through later layers' attention.
+            if attention_mask is not None and not bool(lengths.eq(tq).all()):
+                raise ValueError("router training expects unpadded sequences (pack or bucket by length).")
+            layout = Layout()
+        else:
+            layout = Layout(lengths=lengths, left_padded=True)
+        q, k, v = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # (B, T, H, D)
+        return routed_attention(module, q, k, v, layout, scaling), None
     if state.decisions is None:
         raise RuntimeError("elastic attention: a decode step ran before any prefill of this layer routed its heads; "
                            "run the prompt through the model first (generate() does).")
@@ -158,35 +152,23 @@ def elastic_attention_forward(module, query, key, value, attention_mask, dropout
     return _sparse_kv_decode(module, query, key, value, attention_mask, scaling)
 
 
-def _training_forward(module, query, key, value, attention_mask, scaling):
-    """Router training: both modes for every head, mixed per (sequence, head) by the straight-through decision
-    z (1 = retrieval), so the loss reaches every router, including through later layers' attention."""
-    state = module.elastic
-    b, hq, tq, d = query.shape
-    if attention_mask is not None and not bool(_valid_lengths(attention_mask, b, tq, query.device).eq(tq).all()):
-        raise ValueError("router training expects unpadded sequences (pack or bucket by length).")
-    lengths = torch.full((b,), tq, dtype=torch.long, device=query.device)
-    z = route_train(router_logits(module, lengths), state.tau, noise=state.noise)
-    state.soft_decisions = z
-    state.decisions = (z.detach() > 0.5).long()
-    out = mode_table.attend_train(state.config, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-                                  expand_to_query_heads(z, hq // key.shape[1]), scale=scaling)
-    return out, None
-
-
 def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
-    """Decode where streaming (sparse) heads see only the first ``sink`` and the last ``window`` cached positions."""
+    """Decode where each head sees what its mode's decode rule keeps of the cache (``Mode.decode``: the streaming
+    modes' ``sink_window`` keeps the first ``sink`` and the last ``window`` positions; ``dense`` keeps all)."""
     state = module.elastic
     config = state.config
     b, hq, tq, d = query.shape
     tk = key.shape[2]
     groups = hq // key.shape[1]
     lengths = _valid_lengths(attention_mask, b, tk, query.device)
-    sparse = expand_to_query_heads(state.decisions, groups) == 0
-    if resolve_backend(config.backend, query.device) == "triton" and tq == 1 and bool((lengths == tk).all()):
-        # The kernel reads each row's cache from position 0, so it serves unpadded batches; padded ones take the
-        # reference below.
-        out = elastic_decode(query[:, :, 0], key.transpose(1, 2), value.transpose(1, 2), lengths, sparse,
+    codes = mode_table.table(config, expand_to_query_heads(state.decisions, groups))  # (B, Hq)
+    used = M.check_codes(codes)
+    windowed = M.lookup(codes, lambda mode: mode.decode == "sink_window", torch.bool).to(query.device)
+    if resolve_backend(config.backend, query.device) == "triton" and tq == 1 and bool((lengths == tk).all()) \
+            and all(mode.decode in ("dense", "sink_window") for mode in used):
+        # The kernel implements the sink_window rule and reads each row's cache from position 0, so it serves
+        # unpadded batches; padded ones take the reference below.
+        out = elastic_decode(query[:, :, 0], key.transpose(1, 2), value.transpose(1, 2), lengths, windowed,
                              sink=config.sink, window=config.window, scale=scaling, backend="triton")
         return out[:, None], None
     k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
@@ -196,7 +178,12 @@ def _sparse_kv_decode(module, query, key, value, attention_mask, scaling):
         scores = scores.masked_fill(~allowed[:, :, :, -tk:], float("-inf"))
     pos = torch.arange(tk, device=query.device)[None, :] - (tk - lengths)[:, None]  # position within each row
     query_pos = (tk - tq + torch.arange(tq, device=query.device))[None, :] - (tk - lengths)[:, None]  # (B, Tq)
-    in_sparse = (pos[:, None, :] < config.sink) | (query_pos[:, :, None] - pos[:, None, :] < config.window)
-    scores = scores.masked_fill(sparse[:, :, None, None] & ~in_sparse[:, None], float("-inf"))
+    settings = M.Settings(sink=config.sink, window=config.window)
+    for mode in used:
+        if mode.decode == "dense":
+            continue
+        keep = M.DECODE_RULES[mode.decode](pos[:, None, :], query_pos[:, :, None] + 1, settings)  # (B, Tq, Tk)
+        heads = (codes == mode.code).to(query.device)  # (B, Hq)
+        scores = scores.masked_fill(heads[:, :, None, None] & ~keep[:, None], float("-inf"))
     out = torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(query.dtype)
     return out.transpose(1, 2), None

@@ -2,10 +2,11 @@
 
 - Omega_MSR (model sparsity ratio): the share of (layer, KV head) pairs routed to the sparse mode, per sequence.
 - Omega_ESR (effective sparsity ratio): the share of causal query-key pairs a sequence's attention skips, averaged
-  over (layer, query head): each head skips 1 - (pairs its mode sees / causal pairs at the sequence's length).
-  Full heads skip nothing; a streaming head on a prompt shorter than sink + window skips nothing either; an
-  XAttention head skips what its block mask drops. Under XA-SSA both modes skip, so Omega_ESR can exceed
-  Omega_MSR's share.
+  over (layer, query head): each head skips 1 - (pairs its mode sees / causal pairs at the sequence's length), read
+  from the registry (``modes.py``): a ``dense`` mode skips nothing; a mode that ``needs_block_mask`` skips what its
+  head's block mask drops (XAttention); any other mode skips what its ``visible`` rule hides (a streaming head on a
+  prompt shorter than sink + window: nothing). Under XA-SSA both modes skip, so Omega_ESR can exceed Omega_MSR's
+  share.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ def msr(decisions: torch.Tensor) -> torch.Tensor:
 
 
 def streaming_pair_fraction(length: int, sink: int, window: int) -> float:
-    """Streaming-visible causal pairs / causal pairs at ``length`` tokens (token-exact pattern), in closed form."""
+    """Streaming-visible causal pairs / causal pairs at ``length`` tokens (token-exact pattern), in closed form (a
+    hand check of ``rule_pair_fraction``)."""
     causal = length * (length + 1) / 2
     visible = sum(min(i + 1, min(sink, i + 1) + min(window, max(0, i + 1 - sink))) for i in range(length))
     return visible / causal
 
 
-def _rule_pair_fraction(code: int, length: int, sink: int, window: int, round_block: int, chunk: int = 1024) -> float:
-    """Visible / causal pairs of a position rule (``modes.visible``), counted in row chunks (bounded memory)."""
+def rule_pair_fraction(code: int, length: int, sink: int, window: int, round_block: int, chunk: int = 1024) -> float:
+    """Visible / causal pairs of a mode's position rule (``modes.visible``), counted in row chunks (bounded
+    memory)."""
     seen = 0
     keys = torch.arange(length)[None, :]
     for i0 in range(0, length, chunk):
@@ -57,22 +60,22 @@ def block_pair_fraction(block_mask: torch.Tensor, mask_block: int, length: int) 
 def esr(codes: torch.Tensor, length: int, sink: int, window: int, round_block: int = 1,
         block_masks: Optional[Sequence[Optional[torch.Tensor]]] = None, mask_block: Optional[int] = None) -> float:
     """Omega_ESR of one sequence: ``codes`` (L, Hq) mode codes (``mode_table.table`` per layer), ``length`` its
-    tokens; ``block_masks[l]`` (Hq, nb, nb) for layers with BLOCK_SPARSE heads."""
+    tokens; ``block_masks[l]`` (Hq, nb, nb) for layers with heads whose mode reads a block mask."""
     skipped = torch.zeros(codes.shape, dtype=torch.float64)
     rule_share = {}
     for layer in range(codes.shape[0]):
         for head in range(codes.shape[1]):
-            code = int(codes[layer, head])
-            if code == M.FULL:
+            mode = M.get(int(codes[layer, head]))
+            if mode.dense:
                 continue
-            if code == M.BLOCK_SPARSE:
+            if mode.needs_block_mask:
                 if block_masks is None or block_masks[layer] is None or mask_block is None:
-                    raise ValueError(f"layer {layer} has block-sparse heads: pass its block mask and mask_block.")
+                    raise ValueError(f"layer {layer} has block-sparse heads ({mode.name}): pass its block mask and "
+                                     "mask_block.")
                 share = float(block_pair_fraction(block_masks[layer][head], mask_block, length))
             else:
-                if code not in rule_share:
-                    rule_share[code] = (streaming_pair_fraction(length, sink, window) if code == M.STREAMING
-                                        else _rule_pair_fraction(code, length, sink, window, round_block))
-                share = rule_share[code]
+                if mode.code not in rule_share:
+                    rule_share[mode.code] = rule_pair_fraction(mode.code, length, sink, window, round_block)
+                share = rule_share[mode.code]
             skipped[layer, head] = 1.0 - share
     return float(skipped.mean())

@@ -2,8 +2,9 @@
 
 Runs every prompt's prefill through the elastic model (deterministic routing) and writes ``report.json`` (per-task
 Omega_MSR and Omega_ESR with n, every prompt's decisions), ``report.md`` (the per-task table) and
-``routing_heatmap.png`` (layers x KV heads: the share of prompts routing each head to the retrieval mode: full
-attention, or XAttention under ``--pattern xa-ssa``; per task).
+``routing_heatmap.png`` (layers x KV heads: the share of prompts routing each head to the retrieval mode, labelled
+with its registry description: dense causal attention, or XAttention's kept blocks under ``--pattern xa-ssa``; per
+task).
 PROMPTS.jsonl rows: ``{"prompt": text or chat messages, "task": label}``.
 """
 
@@ -73,7 +74,7 @@ def summarise(records: list[dict]) -> dict:
             for task, rs in sorted(by_task.items())}
 
 
-def heatmap(summary: dict, path: Path, retrieval: str = "full attention") -> None:
+def heatmap(summary: dict, path: Path, retrieval: str = "the retrieval mode") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| task | n | Omega_MSR | Omega_ESR |", "|---|---|---|---|"]
     lines += [f"| {t} | {s['n']} | {s['msr']:.3f} | {s['esr']:.3f} |" for t, s in summary.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    heatmap(summary, out / "routing_heatmap.png",
-            "full attention" if config.retrieval_mode == "full" else "XAttention (retrieval mode)")
+    retrieval = config.kernel_modes[0]
+    heatmap(summary, out / "routing_heatmap.png", f"{retrieval.description}\n({retrieval.name})")
     print(json.dumps({t: {"n": s["n"], "msr": s["msr"], "esr": s["esr"]} for t, s in summary.items()}))
     return 0
 

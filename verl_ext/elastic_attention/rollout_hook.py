@@ -21,7 +21,7 @@ SOURCE = "actor_rollout_ref.rollout.engine_kwargs.hf.elastic"
 
 def prepare(model, hf_config, options: Optional[dict]) -> Optional[ElasticAttentionConfig]:
     """Add the routers when either switch is on; None (hook inactive) otherwise."""
-    from verl_ext.elastic_attention.verl_actor import settings_from_hf_config
+    from verl_ext.elastic_attention.override_keys import settings_from_hf_config
 
     from_model = settings_from_hf_config(hf_config)
     if options is not None and from_model is not None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from verl_ext.elastic_attention.config import POOL_MODES
 
-FULL, SPARSE = 1, 0
+RETRIEVAL_CLASS = 1  # the router's logit index of "retrieval head" (z = 1); a class index, not a kernel mode code
 
 
 class ElasticRouter(nn.Module):
@@ -43,8 +43,6 @@ class ElasticRouter(nn.Module):
     def forward(self, pooled_keys: torch.Tensor) -> torch.Tensor:
         """pooled_keys (B, H, D) -> logits (B, H, 2); index 1 = full attention."""
         return self.router_mlp(self.task_mlp(pooled_keys))
-
-
 
 
 def boundary_pool(keys: torch.Tensor, lengths: Optional[torch.Tensor] = None, budget: int = 100,
@@ -99,7 +97,7 @@ def route_train(logits: torch.Tensor, tau: float, generator: Optional[torch.Gene
     perturbed = logits + gumbel_noise(logits.shape, generator, logits.device).to(logits.dtype) if noise else logits
     soft = torch.softmax(perturbed / tau, dim=-1)
     hard = torch.nn.functional.one_hot(soft.argmax(dim=-1), 2).to(soft.dtype)
-    return (hard + soft - soft.detach())[..., FULL]
+    return (hard + soft - soft.detach())[..., RETRIEVAL_CLASS]
 
 
 def route_inference(logits: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ SUPPORTED = ("qwen2", "qwen3", "llama")
 class ElasticLayerState:
     """What one attention layer holds across a forward.
 
-    ``keys``: pre-RoPE keys of the current forward, (B, T, H_kv, D). ``decisions``: the last routing, (S, H_kv)
+    ``keys``: pre-RoPE keys of the current forward, (B, T, H_kv, D), or (N, H_kv, D) packed (vLLM's routed rows);
+    what ``layer.routed_attention`` routes on. ``decisions``: the last routing, (S, H_kv)
     (1 = retrieval / full). ``soft_decisions``: the straight-through decisions of a training forward (with gradient).
     ``tau``: Gumbel temperature; set, the layer runs the training forward. ``noise``: Gumbel noise in training.
     ``prompt_lengths``: (S,) prompt length of each packed sequence (the rest is response). ``segments``: cu_seqlens

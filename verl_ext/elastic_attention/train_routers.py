@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from verl.trainer.sft_trainer import SFTTrainer
 
-from verl_ext.elastic_attention.verl_training import (ENGINE_MODEL_TYPE, ElasticRouterEngine, RouterTrainingConfig,
+from verl_ext.elastic_attention.router_engine import (ENGINE_MODEL_TYPE, ElasticRouterEngine, RouterTrainingConfig,
                                                       elastic_router_loss)
 
 

@@ -1,14 +1,8 @@
 """Elastic Attention in verl's engine-based actor and reference model, selected by configuration alone.
 
 The switch is ``actor_rollout_ref.model.override_config``, which verl applies to the Hugging Face config of every
-model it builds from ``actor_rollout_ref.model`` (actor and reference alike). Flat keys, because verl sets override
-values as attributes of the HF config:
-
-    elastic_attention: true            # turn it on
-    elastic_adapter: /path/routers.safetensors   # trained routers (this project's or the official layout)
-    elastic_trainable: false           # true: the routers train with the policy (straight-through, no noise)
-    elastic_<option>: ...              # any ElasticAttentionConfig option in its flat form, e.g. elastic_pattern,
-                                       # elastic_sink, elastic_window, elastic_decode, elastic_xattention_threshold
+model it builds from ``actor_rollout_ref.model`` (actor and reference alike): the ``elastic_*`` keys of
+``override_keys.py``, read by ``override_keys.settings_from_hf_config``.
 
 After verl builds the module (``_verl_compat`` hooks ``FSDPEngineWithLMHead._build_module``), ``prepare_module``
 adds the routers, loads the adapter and freezes them unless trainable. Before each micro-batch's forward the prompt
@@ -18,83 +12,13 @@ exactly as the rollout did at prefill, and recomputes the rollout's log-probs.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import torch
 
-from verl_ext.elastic_attention.config import LEGACY_OPTIONS, ElasticAttentionConfig
+from verl_ext.elastic_attention.override_keys import ActorElasticSettings, settings_from_hf_config
 from verl_ext.elastic_attention.router_names import is_router
 from verl_ext.elastic_attention.state import elastic_layers, set_prompt_lengths
-
-SWITCH = "elastic_attention"
-PREFIX = "elastic_"
-# elastic_chunked_prefill is read by the vLLM rollout only (vllm_plugin.check_chunked_prefill).
-RESERVED = {SWITCH, "elastic_adapter", "elastic_trainable", "elastic_chunked_prefill"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ActorElasticSettings:
-    attention: ElasticAttentionConfig
-    adapter: Optional[str] = None
-    trainable: bool = False
-
-
-def settings_from_hf_config(hf_config, source: str = "actor_rollout_ref.model.override_config"
-                            ) -> Optional[ActorElasticSettings]:
-    """The elastic settings carried by an HF config (None when ``elastic_attention`` is not set true); ``source``
-    names where the keys were set, for error messages."""
-    if not getattr(hf_config, SWITCH, False):
-        return None
-    known = set(ElasticAttentionConfig.flat_keys()) | set(LEGACY_OPTIONS)
-    options = {}
-    for key, value in vars(hf_config).items():
-        if not key.startswith(PREFIX) or key in RESERVED:
-            continue
-        name = key[len(PREFIX):]
-        if name not in known:
-            raise ValueError(f"{source}.{key}: unknown Elastic Attention option; known: "
-                             f"{[PREFIX + f for f in ElasticAttentionConfig.flat_keys()]} and {sorted(RESERVED)}.")
-        options[name] = value
-    attention = ElasticAttentionConfig.from_options(options, source)
-    trainable = bool(getattr(hf_config, "elastic_trainable", False))
-    if trainable and attention.decode == "dense":
-        raise ValueError(f"{source}.elastic_trainable=true needs elastic_decode=sparse_kv: with the paper's "
-                         "dense decode the response tokens of sparse heads attend densely, which the training pair "
-                         "(one mode per head for every token) does not reproduce.")
-    return ActorElasticSettings(attention, getattr(hf_config, "elastic_adapter", None), trainable)
-
-
-def known_override_keys() -> list[str]:
-    return sorted({PREFIX + f for f in (*ElasticAttentionConfig.flat_keys(), *LEGACY_OPTIONS)} | RESERVED)
-
-
-def check_override_config(config) -> None:
-    """Driver-side: every ``elastic*`` key of ``actor_rollout_ref.model.override_config`` is a known one (a typo of
-    the switch would otherwise run without Elastic Attention), and with the switch on the settings are valid."""
-    from types import SimpleNamespace
-
-    from verl_ext.config_checks import ConfigError, get, nearest
-
-    source = "actor_rollout_ref.model.override_config"
-    override = get(config, source) or {}
-    known = known_override_keys()
-    for key in override.keys():
-        if str(key).startswith("elastic") and key not in known or (key not in known and nearest(key, [SWITCH])):
-            raise ConfigError(f"{source}.{key}: unknown Elastic Attention key{nearest(key, known)}. Known: {known}.")
-    try:
-        settings = settings_from_hf_config(SimpleNamespace(**{str(k): v for k, v in override.items()}), source)
-        from verl_ext.elastic_attention.vllm_plugin import check_rollout_matches_actor
-
-        check_rollout_matches_actor(config)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: {err}") from err
-    if settings is not None and get(config, "actor_rollout_ref.rollout.name") == "vllm":
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "elastic attention with the vLLM rollout: elastic/rollout_msr is not logged (vLLM outputs carry no "
-            "per-response routing; its workers keep totals: verl_ext.elastic_attention.vllm_models.routing_report).")
 
 
 def prepare_module(module) -> Optional[ActorElasticSettings]:

@@ -1,21 +1,21 @@
 """Elastic variants of vLLM's Qwen2 / Qwen3 / Llama causal LMs (imports vLLM; vLLM loads this module by name
-through the registrations of ``vllm_plugin.register``).
+through the registrations of ``vllm_plugin.register``, and this module imports nothing of ``vllm_plugin``).
 
 Each variant is the stock vLLM model plus, in every attention layer, an ``ElasticRouter`` (float32, as trained)
 and a wrapper around the layer's paged attention call:
 
-1. The requests whose whole prompt is in this engine step (``vllm_plugin.routed_segments``) are gathered into one
+1. The requests whose whole prompt is in this engine step (``vllm_routing.routed_segments``) are gathered into one
    packed row; each is routed on its own pre-RoPE keys (first and last ``pool_budget`` prompt tokens, argmax) and
-   attends with every head in its mode through the mode-table prefill op (``packed.packed_forward``: the Triton
-   kernel on CUDA, the PyTorch reference on CPU). Their rows of the output are that.
+   attends with every head in its mode through the one routed attention call (``layer.routed_attention``: the
+   Triton kernel on CUDA, the PyTorch reference on CPU). Their rows of the output are that.
 2. A step made only of routed prompts writes the paged cache and skips vLLM's attention. A step that also decodes
    (or continues a prompt) runs vLLM's attention for all its tokens, so its routed prompts pay one dense pass on
    top of the elastic one: vLLM's attention takes the whole step's metadata at once. Decode tokens keep vLLM's
    output (the paper decodes densely).
 
-Settings come from the HF config keys ``hf_overrides`` sets
-(``vllm_plugin.hf_overrides``), the same ``elastic_*`` keys the actor reads; ``vllm_plugin.check_engine`` refuses
-engine settings the routing cannot honour.
+Settings come from the HF config keys ``hf_overrides`` sets (``vllm_plugin.hf_overrides``), the same ``elastic_*``
+keys the actor reads (``override_keys.settings_from_hf_config``); ``vllm_routing.check_engine`` refuses engine
+settings the routing cannot honour.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM  # noqa: E402
 
 from verl_ext.elastic_attention import router_names  # noqa: E402
 from verl_ext.elastic_attention.config import ElasticAttentionConfig  # noqa: E402
-from verl_ext.elastic_attention.packed import packed_forward  # noqa: E402
+from verl_ext.elastic_attention.layer import Layout, routed_attention  # noqa: E402
+from verl_ext.elastic_attention.override_keys import settings_from_hf_config  # noqa: E402
 from verl_ext.elastic_attention.router import ElasticRouter  # noqa: E402
 from verl_ext.elastic_attention.state import SUPPORTED, ElasticLayerState  # noqa: E402
-from verl_ext.elastic_attention.verl_actor import settings_from_hf_config  # noqa: E402
-from verl_ext.elastic_attention.vllm_plugin import StepRouting, check_engine, routed_segments, vllm_weight_name  # noqa: E402
+from verl_ext.elastic_attention.vllm_routing import (StepRouting, check_engine, routed_segments,  # noqa: E402
+                                                     vllm_weight_name)
 
 SOURCE = "hf_overrides"  # where a vLLM user sets the elastic_* keys
 
@@ -214,12 +215,9 @@ def _routed_prefill(model: ElasticVllmMixin, attn, index: int, out: torch.Tensor
         raise RuntimeError(f"{type(model).__name__}: the routers never received weights; set elastic_adapter in "
                            "hf_overrides, load a checkpoint that contains them, or sync them from the actor.")
     hq, hk, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
-    keys = attn._elastic_step_keys
-    attn.elastic.keys = keys[rows][None]  # (1, T_routed, H_kv, D): what packed_forward routes on
-    q = query[rows].view(-1, hq, d).transpose(0, 1)[None]
-    k = key[rows].view(-1, hk, d).transpose(0, 1)[None]
-    v = value[rows].view(-1, hk, d).transpose(0, 1)[None]
-    mixed = packed_forward(attn, q, k, v, cu, attn.scaling)[0]  # (T_routed, Hq, D)
+    attn.elastic.keys = attn._elastic_step_keys[rows]  # (T_routed, H_kv, D): what routed_attention routes on
+    q, k, v = query[rows].view(-1, hq, d), key[rows].view(-1, hk, d), value[rows].view(-1, hk, d)
+    mixed = routed_attention(attn, q, k, v, Layout(cu_seqlens=cu), attn.scaling)  # (T_routed, Hq, D)
     out.view(out.shape[0], -1)[rows] = mixed.reshape(len(rows), hq * d).to(out.dtype)
     step.record(index, attn.elastic.decisions)
     if index == len(model._elastic_attns) - 1:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from verl_ext.elastic_attention.trainer import rollout_msr_metrics
+from verl_ext.elastic_attention.trainer_metrics import rollout_msr_metrics
 
 
 def test_rollout_msr_metrics_over_responses_that_carry_one():

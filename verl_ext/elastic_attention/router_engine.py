@@ -30,7 +30,7 @@ from verl_ext.elastic_attention.metrics import msr
 from verl_ext.elastic_attention.router import tau_cosine, tau_exponential
 from verl_ext.elastic_attention.router_names import is_router
 from verl_ext.elastic_attention.state import elastic_decisions, set_prompt_lengths, set_router_temperature
-from verl_ext.elastic_attention.training import SparsityLagrangian, freeze_backbone, training_omega
+from verl_ext.elastic_attention.router_objective import SparsityLagrangian, freeze_backbone, training_omega
 
 
 @dataclasses.dataclass(frozen=True)

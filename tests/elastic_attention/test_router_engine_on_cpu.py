@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from verl_ext.elastic_attention.router_engine import RouterTrainingConfig
 from verl_ext.elastic_attention.sft_data import ElasticRouterSFTDataset, official_row_to_chat
-from verl_ext.elastic_attention.verl_training import RouterTrainingConfig
 from verl_ext.testing.router_data import write_router_training_data
 from verl_ext.testing.tiny_model import build_tiny_model
 
@@ -88,7 +88,7 @@ def test_official_rows_convert(tmp_path):
 
 def test_penalty_weighting_sums_to_the_per_sample_mean():
     """Summed over micro-batches, penalty * (S / local samples) is the mean over the rank's samples."""
-    from verl_ext.elastic_attention.training import SparsityLagrangian
+    from verl_ext.elastic_attention.router_objective import SparsityLagrangian
 
     lag = SparsityLagrangian([0.7, 1.0])
     with torch.no_grad():

@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
+from verl_ext.elastic_attention.router_objective import SparsityLagrangian, freeze_backbone, training_omega
 from verl_ext.elastic_attention.state import set_router_temperature
-from verl_ext.elastic_attention.training import SparsityLagrangian, freeze_backbone, training_omega
 from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
 
