@@ -14,7 +14,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from verl_ext.metric_contributors import contributors
-from verl_ext.tq_keys import question_of_key
+from verl_ext.data_plane import extra_fields_of
 
 class ReportsSyncMode:
     """verl checks ``trainer_mode == "sync"`` for its replay buffer and refill rules, so a trainer registered under
@@ -44,14 +44,9 @@ class VerlExtSyncTrainer(ReportsSyncMode, PPOTrainerSync):
 
     def _compute_advantage(self, batch, metrics: dict):
         step = contributors("step")
-        keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
-        if step and keys:
-            import transfer_queue as tq
-
-            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
-            extra = [e if isinstance(e, dict) else {} for e in data.pop("extra_fields").tolist()]
-            questions = [question_of_key(k) for k in keys]
-            for fn in step:
+        if step:
+            extra, questions = extra_fields_of(batch)
+            for fn in step if extra else ():
                 metrics.update(fn(extra, questions))
         return super()._compute_advantage(batch, metrics)
 

@@ -17,11 +17,10 @@ import random
 import zlib
 
 from omegaconf import OmegaConf
-from tensordict import TensorDict
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
-from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
+from verl_ext.data_plane import put_row_fields, row_key, set_question_status
 from verl_ext.re2.config import Re2Config
 from verl_ext.re2.question_rollout import filter_metric_values, rollout_question
 from verl_ext.re2.redo import RedoDetector
@@ -51,10 +50,8 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
     async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
         if trajectory["validate"]:
             return await super()._run_prompt(prompt, sampling_params, trajectory, trace)
-        import transfer_queue as tq
-
         uid = prompt["uid"]
-        await tq.async_kv_put(key=uid, partition_id="train", tag={"status": "running"})
+        await set_question_status(uid, "running")
         try:
             await self._run_re2_question(prompt, sampling_params, trajectory)
             status = "finished"
@@ -63,11 +60,9 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
 
             logging.getLogger(__name__).exception("Re² rollout failed for question %s", uid)
             status = "failure"
-        await tq.async_kv_put(key=uid, partition_id="train", tag={"status": status})
+        await set_question_status(uid, status)
 
     async def _run_re2_question(self, prompt: dict, sampling_params: dict, trajectory: dict) -> None:
-        import transfer_queue as tq
-
         uid = prompt["uid"]
         prompt.pop("__do_sample__", None)
         n = int(prompt.pop("__rollout_n__", self.config.actor_rollout_ref.rollout.n))
@@ -130,10 +125,9 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
                 extra_fields=extra,
             )
             await self._agent_loop_postprocess(output, False, **{**prompt, "session_id": session})
-            keys.append(f"{uid}_{session}_0")
+            keys.append(row_key(uid, session))
         # verl keys a question's rows by its uid; the advantage groups them by prefix group (and class).
-        fields = list_of_dict_to_tensordict([{"uid": row.row_uid} for row in rows])
-        await tq.async_kv_batch_put(keys=keys, partition_id="train", fields=TensorDict(dict(fields), batch_size=len(rows)))
+        await put_row_fields(keys, [{"uid": row.row_uid} for row in rows])
 
 
 import ray  # noqa: E402
