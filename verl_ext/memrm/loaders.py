@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from verl_ext.memrm.schema import (
-    FULL_SIZE,
     LENGTHS,
     PUBLISHED_COUNTS,
     TASKS,
     PairItem,
     UnknownLabel,
     check_length,
+    full_size,
     normalise_setting,
     task_from_name,
 )
@@ -129,7 +129,7 @@ def iter_items(path: str | Path) -> Iterator[PairItem]:
 def load_items(path: str | Path, check_counts: bool = True) -> list[PairItem]:
     """All pairs under ``path``; checks the published counts when the full set is present."""
     items = list(iter_items(path))
-    if check_counts and len(items) == FULL_SIZE:
+    if check_counts and len(items) == full_size():
         check_published_counts(items)
     return items
 

@@ -1,7 +1,8 @@
 """Judge prompts, presentation order and head/tail truncation for MemoryRewardBench.
 
-Protocol (official evaluator): a system prompt (the long-form variant for Long-form_Generation), a user message
-holding the question and the two trajectories as "Agent A" and "Agent B", the verdict first as ``[[A]]``/``[[B]]``.
+Protocol (official evaluator): a system prompt (the long-form variant for Long-form_Generation; each task's entry in
+``settings`` names its prompt family), a user message holding the question and the two trajectories as "Agent A"
+and "Agent B", the verdict first as ``[[A]]``/``[[B]]``.
 Order: per task file, ``random.Random(42)`` shuffles the rows, then draws each row's order ``[0, 1]`` or
 ``[1, 0]`` (Agent A = ``[chosen, rejected][order[0]]``). Dual-order mode presents both orders. Prompts longer than
 the cap (131,072 tokens of the judge's own tokenizer) keep their first half and their last half minus 5 tokens.
@@ -18,7 +19,7 @@ import hashlib
 import random
 from typing import Iterable, Sequence
 
-from verl_ext.memrm.schema import PairItem, TASKS
+from verl_ext.memrm.schema import TASKS, PairItem, task_entry
 
 SYSTEM_PROMPT = """You will compare the memory-update trajectories of two memory-augmented agents, Agent A and Agent B. \
 Both agents read the same long context piece by piece: each starts from an initial memory, updates it step by step, \
@@ -67,9 +68,10 @@ OFFICIAL_SEED = 42
 
 @dataclasses.dataclass(frozen=True)
 class PromptSet:
-    """The two judge system prompts: ``longform`` for Long-form_Generation, ``pair`` for the other tasks (the
-    official evaluator picks the long-form one for the file whose name contains "form"). ``label`` (name and a
-    hash of both texts) is recorded with every row and in results.json, so a report says which set produced it."""
+    """The judge system prompts, one per prompt family (``settings.PROMPT_FAMILIES``): each task's entry names its
+    family, ``longform`` for Long-form_Generation, ``pair`` for the other tasks (the official evaluator picks the
+    long-form one for the file whose name contains "form"). ``label`` (name and a hash of both texts) is recorded
+    with every row and in results.json, so a report says which set produced it."""
 
     name: str
     pair: str
@@ -82,9 +84,7 @@ class PromptSet:
         return f"{self.name}:{digest}"
 
     def system(self, task: str) -> str:
-        if task not in TASKS:
-            raise ValueError(f"task {task!r} is not one of {list(TASKS)}.")
-        return self.longform if task == "Long-form_Generation" else self.pair
+        return getattr(self, task_entry(task).prompt)
 
 
 OUR_PROMPTS = PromptSet("verl-ext", SYSTEM_PROMPT, LONGFORM_SYSTEM_PROMPT)

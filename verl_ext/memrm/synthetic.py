@@ -2,12 +2,13 @@
 
     python -m verl_ext.memrm.synthetic OUT_DIR [--per-cell 1] [--seed 0]
 
-Writes ``Long-context_Reasoning.jsonl``, ``Multi-turn_Dialogue_Understanding.jsonl`` and ``Long-form_Generation.jsonl``
-with ``per_cell`` pairs for every setting x length (10 x 5 cells), using the released label forms (e.g.
-``task="parallel-self_correct"``, ``subtask="longgenbench_short_sequantial"``), so loading exercises the label
-normalisation. Contexts are short synthetic texts whose size grows with the bucket; ``chosen`` keeps the key fact,
-``rejected`` drops or corrupts it. Which side is longer alternates from pair to pair (the other side gets extra
-distractor steps), so no judge can score above chance by length alone: pick-longer and pick-shorter are 0.5 each.
+Writes one file per registered task (``Long-context_Reasoning.jsonl``, ``Multi-turn_Dialogue_Understanding.jsonl``,
+``Long-form_Generation.jsonl``) with ``per_cell`` pairs for every setting x length (10 x 5 cells with the built-in
+settings), using each setting's released label forms (e.g. ``task="parallel-self_correct"``,
+``subtask="longgenbench_short_sequantial"``), so loading exercises the label normalisation. Contexts are short
+synthetic texts whose size grows with the bucket; ``chosen`` keeps the key fact, ``rejected`` drops or corrupts it.
+Which side is longer alternates from pair to pair (the other side gets extra distractor steps), so no judge can
+score above chance by length alone: pick-longer and pick-shorter are 0.5 each.
 """
 
 from __future__ import annotations
@@ -17,21 +18,11 @@ import json
 import random
 from pathlib import Path
 
+from verl_ext.memrm.registry import REGISTRY, LiveMapping
 from verl_ext.memrm.schema import LENGTHS, SETTINGS, TASKS
 
-# Released label forms per setting: (task, subtask).
-RAW_LABELS = {
-    "Sequential-Noise": ("sequential-self_correct", "qa7-sequential-self_correct"),
-    "Sequential-Drop": ("sequential-wrong_answer", "longmit-sequential-wrong_answer"),
-    "Mixed-Noise": ("parallel-self_correct", "qa7-parallel3-self_correct"),
-    "Mixed-Drop": ("parallel-wrong_answer", "longmit-parallel2-wrong_answer"),
-    "Mem0-Out": ("Mem0-OUT", "mem0_locomo_out"),
-    "Mem0-Mem": ("Mem0-MEM", "mem0_locomo_hard"),
-    "A-Mem-Out": ("A-Mem-OUT", "amem_locomo_out"),
-    "A-Mem-Mem": ("A-Mem-MEM", "amem_locomo_mem"),
-    "Sequential": ("Long-form_Generation", "longgenbench_short_sequantial"),
-    "Parallel": ("Long-form_Generation", "longgenbench_short_parallel"),
-}
+# Released label forms per setting, (task, subtask), from each setting's entry (verl_ext/memrm/settings.py).
+RAW_LABELS = LiveMapping(lambda: REGISTRY.index.released)
 _NAMES = ["Ada", "Bo", "Cyd", "Dee", "Eli", "Fay"]
 _PLACES = ["kitchen", "garden", "office", "hallway", "garage", "attic"]
 
