@@ -17,6 +17,10 @@ when verl imports the patched module, idempotent:
    ``before_forward(module, micro_batch)`` callbacks (a method adapting the model to its config, e.g. Elastic
    Attention's routers and prompt lengths). With no callback that acts, models are untouched.
 
+5. ``verl.workers.engine.fsdp.transformer_impl`` builds FSDP2's forward-only models (the KL reference) with
+   ``CPUOffloadPolicy(pin_memory=True)``, and pinning host memory needs an accelerator. On the CPU platform the name
+   is rebound to a policy that offloads without pinning (the parameters live in host memory already).
+
 This module knows no method: what runs at each seam is registered with ``add_callback`` (by ``verl_ext.plugin``).
 """
 
@@ -136,3 +140,21 @@ def patch_engine_hooks() -> None:
     # Patch the methods where they are defined (subclasses of FSDPEngine inherit the wrapped build).
     patch(transformer_impl.FSDPEngine, "_build_module", make_build)
     patch(transformer_impl.FSDPEngineWithLMHead, "forward_step", make_forward)
+
+
+def unpin_cpu_offload() -> None:
+    """On the CPU platform, FSDP2's CPU offload policy in verl's FSDP engine never pins memory (see the module doc)."""
+    check_at_first_use("verl")
+    from verl.utils.device import get_device_name
+    from verl.workers.engine.fsdp import transformer_impl
+
+    policy = transformer_impl.CPUOffloadPolicy
+    if get_device_name() != "cpu" or getattr(policy, _PATCHED_ATTR, False):
+        return
+
+    def unpinned(*args, **kwargs):
+        kwargs["pin_memory"] = False
+        return policy(*args, **kwargs)
+
+    setattr(unpinned, _PATCHED_ATTR, True)
+    transformer_impl.CPUOffloadPolicy = unpinned

@@ -183,6 +183,7 @@ def _on_fsdp_engine(_module) -> None:
     _verl_compat.add_callback("module_built", _elastic_prepare_module)
     _verl_compat.add_callback("before_forward", _elastic_before_forward)
     _verl_compat.register_cpu_training_engines()  # keyed by device "cpu": nothing else ever looks them up
+    _verl_compat.unpin_cpu_offload()  # CPU platform only: the KL reference model's offload pins no memory
 
 
 def _on_core_algos(module) -> None:

@@ -70,6 +70,9 @@ SEAMS: tuple[Seam, ...] = (
          "the module_built seam; router training stamps model_type back to language_model before it"),
     Seam("verl", _FSDP, "FSDPEngineWithLMHead.forward_step", "patch",
          ("self", "micro_batch", "loss_function", "forward_only"), "the before_forward seam (prompt lengths)"),
+    Seam("verl", _FSDP, "FSDPEngine._build_fsdp_module", "read", ("self", "CPUOffloadPolicy(pin_memory=True)"),
+         "the forward-only (KL reference) model's offload policy, rebound to pin nothing on the CPU platform"),
+    Seam("verl", _FSDP, "CPUOffloadPolicy", "patch", (), "the module-level name the engine builds policies from"),
     Seam("verl", _FSDP, "FSDPEngine._build_optimizer", "override", ("self", "module"),
          "router training's descending / ascending parameter groups"),
     Seam("verl", _FSDP, "FSDPEngine.optimizer_step", "override", ("self",),
@@ -205,8 +208,12 @@ def _class(tree: ast.Module, name: str) -> Optional[ast.ClassDef]:
 
 
 def _assigned(node: ast.AST, name: str) -> bool:
-    """``name`` assigned in a class body (plain or annotated) or as ``self.name`` in one of its methods."""
+    """``name`` assigned in a class body (plain or annotated), as ``self.name`` in one of its methods, or bound by
+    an import."""
     for sub in ast.walk(node):
+        if isinstance(sub, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name.split(".")[0]) == name
+                                                                  for a in sub.names):
+            return True
         targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target] if isinstance(
             sub, (ast.AnnAssign, ast.AugAssign)) else []
         for target in targets:
