@@ -196,9 +196,9 @@ def _on_trainer_sync(_module) -> None:
     import verl_ext.trainer_mode  # noqa: F401  registers verl_ext_sync
     from verl_ext.metric_contributors import add_metric_contributor
 
-    add_metric_contributor("re2", "verl_ext.re2.trainer:step_metric_contributor")
+    add_metric_contributor("re2", "verl_ext.re2.trainer_metrics:step_metric_contributor")
     add_metric_contributor("elastic_attention", "verl_ext.elastic_attention.trainer_metrics:rollout_metric_contributor")
-    add_metric_contributor("re2_validation", "verl_ext.re2.trainer:validation_metric_contributor", kind="validation")
+    add_metric_contributor("re2_validation", "verl_ext.re2.trainer_metrics:validation_metric_contributor", kind="validation")
 
 
 def _on_model_hooks(module) -> None:

@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from verl_ext.re2.evaluation import (
+from verl_ext.re2.eval_metrics import (
     Sample,
     accuracy_by_bins,
     accuracy_by_prefix_fraction,

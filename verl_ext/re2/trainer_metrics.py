@@ -5,7 +5,7 @@ under the redo rule and the redo rate per data source.
 
 from __future__ import annotations
 
-from verl_ext.re2.evaluation import Sample, avg_at_k
+from verl_ext.re2.eval_metrics import Sample, avg_at_k
 from verl_ext.re2.filtering import re2_metrics
 
 

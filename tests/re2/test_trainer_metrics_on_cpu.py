@@ -1,6 +1,6 @@
 import pytest
 
-from verl_ext.re2.trainer import step_metrics
+from verl_ext.re2.trainer_metrics import step_metrics
 from verl_ext.trainer_mode import VerlExtSyncTrainer
 
 
@@ -41,7 +41,7 @@ def test_trainer_behaves_as_verls_sync_mode():
 
 
 def test_validation_accuracy_under_the_redo_rule():
-    from verl_ext.re2.trainer import redo_rule_validation_metrics
+    from verl_ext.re2.trainer_metrics import redo_rule_validation_metrics
 
     # q1: correct, redo, wrong -> 1/2 over answered; q2: two redo -> 0 (all redo: plain mean)
     metrics = redo_rule_validation_metrics(
@@ -56,7 +56,7 @@ def test_trainer_adds_redo_rule_metrics_to_verls(monkeypatch):
 
     from verl_ext.metric_contributors import add_metric_contributor
 
-    add_metric_contributor("re2_validation", "verl_ext.re2.trainer:validation_metric_contributor", kind="validation")
+    add_metric_contributor("re2_validation", "verl_ext.re2.trainer_metrics:validation_metric_contributor", kind="validation")
     monkeypatch.setattr(PPOTrainer, "_val_metrics_update", lambda self, *a, **k: {"val-core/math/acc/mean@2": 0.5})
     trainer = VerlExtSyncTrainer.__new__(VerlExtSyncTrainer)
     out = trainer._val_metrics_update(["math"] * 2, ["q", "q"], {"acc": [1, 0], "redo": [0, 1]}, [2, 2])

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from verl_ext.re2.eval import main
-from verl_ext.re2.evaluation import Sample, accuracy_by_prefix_fraction, avg_at_k, majority_vote, majority_vote_curve
+from verl_ext.re2.eval_metrics import Sample, accuracy_by_prefix_fraction, avg_at_k, majority_vote, majority_vote_curve
 
 
 def S(q, a, correct, redo=False, length=10):
@@ -68,3 +68,14 @@ def test_validation_reward_marks_redo():
                                                          "grading_refused": 0.0, "grading_error": 0.0, "redo": 0.0}
     out = compute_score("s", "\\boxed{2} It's better to redo the question.", "2")
     assert (out["score"], out["redo"]) == (0.0, 1.0)
+
+
+def test_wilson_bounds_never_cross_the_point():
+    """At 0 and 1 successes-rate a bound equals the point analytically; rounding must not put it past (a plot's
+    error bar would be negative)."""
+    from verl_ext.stats import wilson_interval
+
+    for n in (1, 3, 7, 11, 13, 16, 96, 100, 1000):
+        for k in (0, n // 3, n):
+            low, high = wilson_interval(k, n)
+            assert 0 <= low <= k / n <= high <= 1, (k, n, low, high)
