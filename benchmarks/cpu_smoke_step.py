@@ -23,14 +23,11 @@ from pathlib import Path
 import psutil
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from _timing import median_seconds  # noqa: E402
-from verl_ext import cpu_smoke  # noqa: E402
-from verl_ext.rollout.hf_engine import HFGenerationEngine  # noqa: E402
-from verl_ext.rollout.sampling import SamplingParams  # noqa: E402
-from verl_ext.testing import arithmetic  # noqa: E402
+from _timing import median_seconds
+from verl_ext import cpu_smoke
+from verl_ext.rollout.hf_engine import HFGenerationEngine
+from verl_ext.rollout.sampling import SamplingParams
+from verl_ext.testing import arithmetic
 
 OVERRIDES = ["actor_rollout_ref.rollout.ignore_eos=true", "data.max_response_length=32", "data.train_batch_size=8",
              "actor_rollout_ref.rollout.n=2"]

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _timing import median_seconds  # noqa: E402
-from verl_ext.kernels.elastic_attention.cpu import full_attention, streaming_attention  # noqa: E402
+from _timing import median_seconds
+from verl_ext.kernels.elastic_attention.cpu import full_attention, streaming_attention
 
 
 def main() -> None:

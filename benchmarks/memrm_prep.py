@@ -15,18 +15,15 @@ import argparse
 import json
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from verl_ext.memrm.convert import iter_rows, write_parquet  # noqa: E402
-from verl_ext.memrm.loaders import iter_items  # noqa: E402
-from verl_ext.memrm.prompts import judge_messages  # noqa: E402
-from verl_ext.memrm.synthetic import RAW_LABELS  # noqa: E402
-from verl_ext.testing.tiny_model import train_tokenizer  # noqa: E402
+from verl_ext.memrm.convert import iter_rows, write_parquet
+from verl_ext.memrm.loaders import iter_items
+from verl_ext.memrm.prompts import judge_messages
+from verl_ext.memrm.synthetic import RAW_LABELS
+from verl_ext.testing.tiny_model import train_tokenizer
 
 WORDS = "memory update step agent context the key was moved to kitchen garden office answer boxed".split()
 

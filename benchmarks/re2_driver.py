@@ -20,25 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from verl.trainer.ppo import core_algos
 
-from verl.trainer.ppo import core_algos  # noqa: E402
-
-from _timing import median_seconds  # noqa: E402
-from verl_ext.re2.advantage import compute_re2_advantage  # noqa: E402
-from verl_ext.re2.filtering import degenerate_groups, keep_mask  # noqa: E402
-from verl_ext.re2.prefixes import PrefixConfig, build_prefix_groups  # noqa: E402
-from verl_ext.re2.redo import RedoDetector, truncate_after_redo  # noqa: E402
-from verl_ext.re2.reward import three_way_rewards  # noqa: E402
-from verl_ext.scoring.math_grader import MathGrader  # noqa: E402
-from verl_ext.testing.tiny_model import train_tokenizer  # noqa: E402
+from _timing import median_seconds
+from verl_ext.re2.advantage import compute_re2_advantage
+from verl_ext.re2.filtering import degenerate_groups, keep_mask
+from verl_ext.re2.prefixes import PrefixConfig, build_prefix_groups
+from verl_ext.re2.redo import RedoDetector, truncate_after_redo
+from verl_ext.re2.reward import three_way_rewards
+from verl_ext.scoring.math_grader import MathGrader
+from verl_ext.testing.tiny_model import train_tokenizer
 
 REDO = " It's better to redo the question. "
 

@@ -2,7 +2,7 @@
 local task, routers trained on the frozen backbone with the paper's objective, then hard routing against all-dense,
 all-sparse and a static head mask of the same mean Omega_MSR.
 
-    .venv/bin/python benchmarks/elastic_miniature.py [--quick] [--out runs/elastic_miniature] [--seed 0]
+    .venv/bin/python experiments/elastic_miniature.py [--quick] [--out runs/elastic_miniature] [--seed 0]
 
 The tasks share one mechanism (look a key up, answer its value) and differ only in how far back the key sits:
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 import warnings
@@ -47,17 +46,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
-
-from verl_ext.elastic_attention.config import ElasticAttentionConfig  # noqa: E402
-from verl_ext.elastic_attention.hf import enable_elastic_attention  # noqa: E402
-from verl_ext.elastic_attention.metrics import msr  # noqa: E402
-from verl_ext.elastic_attention.router_objective import (SparsityLagrangian, freeze_backbone,  # noqa: E402
+from verl_ext.elastic_attention.config import ElasticAttentionConfig
+from verl_ext.elastic_attention.hf import enable_elastic_attention
+from verl_ext.elastic_attention.metrics import msr
+from verl_ext.elastic_attention.router_objective import (SparsityLagrangian, freeze_backbone,
                                                          training_omega)
-from verl_ext.elastic_attention.state import elastic_decisions, set_router_temperature, set_static_heads  # noqa: E402
+from verl_ext.elastic_attention.state import elastic_decisions, set_router_temperature, set_static_heads
 warnings.filterwarnings("ignore", message=r".* engine is not available")  # verl's optional engines, irrelevant here
-from verl_ext.elastic_attention.router_engine import RouterTrainingConfig  # noqa: E402
+from verl_ext.elastic_attention.router_engine import RouterTrainingConfig
 
 PAD, RET, LOC, SEP, QRY = 0, 1, 2, 3, 4
 TASKS = ("retrieval", "local")

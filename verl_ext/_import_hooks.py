@@ -73,8 +73,3 @@ def _install() -> None:
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
 
-
-def pending() -> list[str]:
-    """Modules with hooks still waiting (for tests and the doctor)."""
-    with _LOCK:
-        return sorted(_HOOKS)

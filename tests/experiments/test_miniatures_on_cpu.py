@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_elastic_miniature_quick(tmp_path):
     out = tmp_path / "elastic"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "elastic_miniature.py"), "--quick", "--out",
+    run = subprocess.run([sys.executable, str(ROOT / "experiments" / "elastic_miniature.py"), "--quick", "--out",
                           str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])

@@ -90,10 +90,6 @@ class PromptSet:
 OUR_PROMPTS = PromptSet("verl-ext", SYSTEM_PROMPT, LONGFORM_SYSTEM_PROMPT)
 
 
-def system_prompt(task: str, prompts: PromptSet = OUR_PROMPTS) -> str:
-    return prompts.system(task)
-
-
 def judge_messages(item: PairItem, order: Sequence[int], prompts: PromptSet = OUR_PROMPTS) -> list[dict]:
     """[system, user] for ``item`` with Agent A = [chosen, rejected][order[0]]."""
     if sorted(order) != [0, 1]:

@@ -11,7 +11,7 @@ teaches the sums on every problem (teacher forcing, loss on response tokens only
 
 It is capped by steps and seeded, never by time, and runs on a fixed number of threads, so the same call gives
 the same model on a loaded machine as on an idle one. ``warm_start_on`` is the same loop for any task's examples
-(``verl_ext.testing.guess_check`` for Re² in miniature).
+(``verl_ext.testing.pick_check`` for Re² in miniature).
 """
 
 from __future__ import annotations
