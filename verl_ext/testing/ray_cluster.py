@@ -1,9 +1,13 @@
 """A Ray cluster of several nodes on this machine, for rehearsing multi-node runs without a cluster:
 
-    python -m verl_ext.testing.ray_cluster [--nodes 2] [--cpus-per-node 8] [--gpus-per-node 1]
+    python -m verl_ext.testing.ray_cluster [--nodes 2] [--cpus-per-node 8] [--gpus-per-node 1] [-- COMMAND ...]
 
 prints the address to point a run at (``+ray_kwargs.ray_init.address=ADDR`` or ``RAY_ADDRESS=ADDR``) and keeps the
-cluster up until Ctrl-C. Each node is its own raylet (Ray's ``ray.cluster_utils.Cluster``), declaring its CPU cores
+cluster up until Ctrl-C; given a COMMAND after ``--``, runs it with ``RAY_ADDRESS`` set to the cluster, then takes
+the cluster down and exits with the command's status:
+
+    python -m verl_ext.testing.ray_cluster --nodes 2 -- python -m verl_ext.cpu_smoke trainer.nnodes=2 trainer.n_gpus_per_node=1
+ Each node is its own raylet (Ray's ``ray.cluster_utils.Cluster``), declaring its CPU cores
 and one logical GPU slot per training rank, as a CPU node of a real cluster would under verl-ext's CPU platform (no
 GPU is used: a slot only places a rank). ``LocalCluster`` is the same as a context manager for tests: it removes
 the nodes it started, whatever happens inside, and never leaves its address where a plain ``ray.init()`` elsewhere
@@ -16,6 +20,7 @@ import argparse
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--cpus-per-node", type=int, default=8, help="logical CPUs (Ray scheduling, not cores)")
     parser.add_argument("--gpus-per-node", type=int, default=1, help="logical GPU slots: one per training rank")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if "--" in argv and not command:
+        parser.error("nothing to run after --")
     with LocalCluster(args.nodes, args.cpus_per_node, args.gpus_per_node) as cluster:
+        if command:
+            print(f"Ray cluster of {args.nodes} nodes at {cluster.address}; running: {' '.join(command)}", flush=True)
+            return subprocess.run(command, env=dict(os.environ, RAY_ADDRESS=cluster.address)).returncode
         print(f"Ray cluster of {args.nodes} nodes ({args.cpus_per_node} CPUs, {args.gpus_per_node} GPU slot(s) each) "
               f"at {cluster.address}. Point a run at it:\n"
               f"  python -m verl_ext.cpu_smoke trainer.nnodes={args.nodes} "

@@ -1,0 +1,49 @@
+"""The local multi-node Ray cluster (``verl_ext.testing.ray_cluster``): its nodes are real raylets that declare what a
+CPU node of a real cluster would, a run pointed at it sees them all, and nothing of it outlives it, even when the
+code inside fails."""
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from verl_ext.testing.ray_cluster import LocalCluster
+
+pytestmark = pytest.mark.slow
+ENV = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")
+
+
+def _ray_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if any(name in " ".join(p.cmdline()) for name in ("raylet", "gcs_server"))}
+
+
+def test_nodes_declare_cpus_and_slots_and_go_away_when_the_body_fails():
+    with pytest.raises(RuntimeError, match="inside"):
+        with LocalCluster(nodes=2, cpus_per_node=3, gpus_per_node=1) as cluster:
+            started = _ray_children()
+            code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+                    "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))") % cluster.address
+            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+            assert run.returncode == 0, run.stderr[-2000:]
+            nodes = json.loads(run.stdout.strip().splitlines()[-1])
+            assert len(nodes) == 2 and len(cluster.node_ids()) == 2
+            assert all(n["CPU"] == 3 and n["GPU"] == 1 for n in nodes), nodes
+            assert len(started) >= 3  # a GCS and two raylets
+            raise RuntimeError("inside")
+    leftover = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert leftover == []
+
+
+def test_the_cli_runs_a_command_against_the_cluster_and_returns_its_status():
+    count_nodes = "import ray; ray.init(logging_level='ERROR'); print('nodes', len(ray.nodes()))"
+    run = subprocess.run([sys.executable, "-m", "verl_ext.testing.ray_cluster", "--nodes", "2", "--cpus-per-node", "2",
+                          "--", sys.executable, "-c", count_nodes], capture_output=True, text=True, env=ENV)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "nodes 2" in run.stdout
+    failing = subprocess.run([sys.executable, "-m", "verl_ext.testing.ray_cluster", "--nodes", "1", "--",
+                              sys.executable, "-c", "raise SystemExit(3)"], capture_output=True, text=True, env=ENV)
+    assert failing.returncode == 3
