@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,13 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory):
-    """One model cache for every test that runs the CPU main job (the warm start is built once per session)."""
+    """One model cache for every test that runs the CPU main job (the warm start is built once per session).
+    ``VERL_EXT_TEST_CACHE`` names a folder shared by several test runs (CI's lanes): models are keyed by their
+    recipe and written atomically, so concurrent runs build or reuse the same ones."""
+    shared = os.environ.get("VERL_EXT_TEST_CACHE")
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return Path(shared)
     return tmp_path_factory.mktemp("smoke_cache")
 
 

@@ -79,7 +79,12 @@ def prepare_model(cache: Path, seed: int = 0, head_dim: int = 16) -> Path:
     build_tiny_model(building, dataclasses.replace(spec, seed=seed))
     warm_start(building, seed=seed, **WARM_START)
     (building / "recipe.json").write_text(json.dumps(recipe, indent=1))
-    building.rename(model_dir)
+    try:
+        building.rename(model_dir)
+    except OSError:  # another run finished the same recipe first (a shared cache): theirs is the same model
+        if not (model_dir / "config.json").exists():
+            raise
+        shutil.rmtree(building, ignore_errors=True)
     return model_dir
 
 

@@ -77,13 +77,3 @@ def test_parameters_changed(smoke):
     assert before.keys() == after.keys()
     moved = [k for k in before if not torch.equal(before[k], after[k].to(before[k].dtype))]
     assert len(moved) > len(before) // 2, moved
-
-
-def test_a_second_run_trains_every_step_in_its_own_folder(smoke, smoke_cache):
-    """Re-running never resumes an old checkpoint or overwrites an old run's metrics."""
-    root, first, _ = smoke
-    before = Path(first["metrics"]).read_bytes()
-    second = run(root, config_name="cpu_smoke", steps=2, quiet=True, cache=smoke_cache)
-    assert second["returncode"] == 0 and second["run_dir"] != first["run_dir"]
-    assert [r["step"] for r in _train(read_metrics(second["metrics"]))] == [1, 2]
-    assert Path(first["metrics"]).read_bytes() == before
