@@ -55,3 +55,20 @@ def test_start_only_arguments_are_refused_when_connecting():
     with pytest.raises(ConfigError, match=r"ray_kwargs.ray_init.num_gpus=2 starts a Ray instance; connecting to the "
                                           r"cluster at h:1 \(ray_kwargs.ray_init.address\) Ray refuses it"):
         check_cluster({"address": "h:1", "num_gpus": 2}, 2, 1, 8)
+
+
+def test_the_drivers_logger_and_verl_ext_settings_travel_to_a_clusters_workers(monkeypatch):
+    """Workers of an existing cluster inherit their raylet's environment, not the driver's: the file logger's path
+    and verl-ext's own settings go in the job's runtime env, without overriding what the config already sets."""
+    from omegaconf import OmegaConf
+
+    from verl_ext.platform.cpu_config import _forward_driver_env
+
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", "/runs/x/metrics.jsonl")
+    monkeypatch.setenv("VERL_EXT_GRADE_TIMEOUT_S", "7")
+    monkeypatch.setenv("UNRELATED", "1")
+    ray_init = OmegaConf.create({"address": "auto", "runtime_env": {"env_vars": {"VERL_EXT_GRADE_TIMEOUT_S": "3"}}})
+    changes = _forward_driver_env(ray_init)
+    assert dict(ray_init.runtime_env.env_vars) == {"VERL_EXT_GRADE_TIMEOUT_S": "3",
+                                                   "VERL_FILE_LOGGER_PATH": "/runs/x/metrics.jsonl"}
+    assert len(changes) == 1 and "VERL_FILE_LOGGER_PATH" in changes[0]

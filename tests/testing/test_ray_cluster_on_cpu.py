@@ -26,12 +26,12 @@ def test_nodes_declare_cpus_and_slots_and_go_away_when_the_body_fails():
         with LocalCluster(nodes=2, cpus_per_node=3, gpus_per_node=1) as cluster:
             started = _ray_children()
             code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-                    "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))") % cluster.address
+                    "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))") % cluster.address
             run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
             assert run.returncode == 0, run.stderr[-2000:]
             nodes = json.loads(run.stdout.strip().splitlines()[-1])
-            assert len(nodes) == 2 and len(cluster.node_ids()) == 2
-            assert all(n["CPU"] == 3 and n["GPU"] == 1 for n in nodes), nodes
+            assert sorted(nodes) == sorted(cluster.node_ids()) and len(nodes) == 2  # the ids Ray's tables use
+            assert all(n["CPU"] == 3 and n["GPU"] == 1 for n in nodes.values()), nodes
             assert len(started) >= 3  # a GCS and two raylets
             raise RuntimeError("inside")
     leftover = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 
 from omegaconf import DictConfig, open_dict
 
@@ -35,6 +36,23 @@ def _required_logical_cpus(config: DictConfig, slots: int) -> int:
     reward_workers = int(_get(config, "reward.num_workers", 8))
     storage_units = int(_get(config, "transfer_queue.backend.SimpleStorage.num_data_storage_units", 8))
     return 3 * slots + agent_workers + reward_workers + storage_units + 2 * slots + 8
+
+
+# Driver environment variables the workers read. When verl starts Ray itself its workers inherit the driver's
+# environment; the workers of an existing cluster inherit their raylet's, so these travel in the job's runtime env.
+FORWARDED_ENV_PREFIXES = ("VERL_FILE_LOGGER_", "VERL_EXT_")
+
+
+def _forward_driver_env(ray_init) -> list[str]:
+    runtime_env = ray_init.setdefault("runtime_env", {})
+    env_vars = runtime_env.setdefault("env_vars", {})
+    changes = []
+    for name, value in sorted(os.environ.items()):
+        if name.startswith(FORWARDED_ENV_PREFIXES) and name not in env_vars:
+            env_vars[name] = value
+            changes.append(f"ray_kwargs.ray_init.runtime_env.env_vars.{name} (from the driver's environment: the "
+                           "cluster's workers do not inherit it)")
+    return changes
 
 
 def prepare_cpu_config(config: DictConfig) -> list[str]:
@@ -91,6 +109,7 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
         if cluster_address(ray_init)[0] is not None:  # an existing cluster: its nodes declare slots and CPUs
             changes += check_cluster(ray_init, int(_get(config, "trainer.nnodes", 1)),
                                      int(_get(config, "trainer.n_gpus_per_node", 1)), cpus)
+            changes += _forward_driver_env(ray_init)
             return changes
         declared = ray_init.get("num_gpus")
         if declared is None:

@@ -1,17 +1,20 @@
 """Node loss ends a run with a message, not a hang (the CPU platform's driver; ``verl_ext.plugin`` starts it).
 
 A rank on a lost node leaves its peers waiting in a collective until gloo's timeout (30 minutes) and verl's trainer
-waiting on them; nothing says what happened. ``watch_nodes`` polls Ray's node table from the driver once Ray is up:
-when a node that was alive at the start dies, it prints which node was lost, the last checkpoint and how to resume,
-and interrupts the driver, which then stops Ray and its processes (``vllm_guard.cleanup_at_exit``). The run ends
-within about ``BOUND_S`` of the loss: Ray's own failure detection (its GCS health check gives up on a raylet after
-about 15 s: five failed checks 3 s apart), then one poll.
+waiting on them; nothing says what happened. ``watch_nodes`` watches the nodes that were alive when Ray came up,
+from the driver: a node is lost when Ray's node table says it died or its raylet stops accepting connections (a
+direct probe: Ray's own health check takes about 15 s, five failed checks 3 s apart). On a loss it prints which
+node was lost, the last checkpoint and how to resume, and interrupts the driver, which then stops Ray and its
+processes (``vllm_guard.cleanup_at_exit``): the run ends within ``BOUND_S`` of the loss. When verl's trainer fails
+first (an actor on the lost node unreachable), the same check runs as the driver exits, so the message still comes.
 """
 
 from __future__ import annotations
 
 import _thread
+import atexit
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -43,36 +46,76 @@ def lost_message(node: dict, checkpoint_dir: Optional[str]) -> str:
             "trainer.resume_mode=auto (python -m verl_ext.cpu_smoke --resume RUN_DIR ...), pointed at it.")
 
 
+PROBE_TIMEOUT_S = 1.0
+
+
 def _alive() -> dict[str, dict]:
     import ray
 
     return {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
 
 
+def _reachable(node: dict) -> bool:
+    """Whether the node's raylet accepts a connection (refused at once when its process died on a live machine;
+    a timeout when the machine is gone)."""
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], int(node["NodeManagerPort"])),
+                                      timeout=PROBE_TIMEOUT_S):
+            return True
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def lost_nodes(start: dict[str, dict]) -> list[dict]:
+    """The nodes of ``start`` (node id -> Ray's node record) that died or no longer answer."""
+    alive = _alive()
+    return [node for node_id, node in start.items() if node_id not in alive or not _reachable(node)]
+
+
+def _report(node: dict, checkpoint_dir: Optional[str]) -> None:
+    if getattr(watch_nodes, "lost", None):
+        return
+    message = lost_message(node, checkpoint_dir)
+    logger.error(message)
+    print(message, flush=True)
+    watch_nodes.lost = message
+
+
+def ray_initialized() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
 def watch_nodes(checkpoint_dir: Optional[str], poll_s: float = POLL_S) -> threading.Thread:
     """Start the watcher thread (daemon) for this driver; returns it."""
 
-    def run():
-        import ray
+    def at_exit(start):
+        """verl's trainer may fail on an unreachable actor before a poll sees the loss: check once more while the
+        driver exits (registered after ray.init's own exit handler, so it runs while Ray is still up)."""
+        try:
+            lost = lost_nodes(start) if ray_initialized() else []
+        except Exception:  # noqa: BLE001 - Ray already disconnected: nothing more to say
+            return
+        if lost:
+            _report(lost[0], checkpoint_dir)
 
-        while not ray.is_initialized():
+    def run():
+        while not ray_initialized():
             time.sleep(poll_s)
         try:
             start = _alive()
         except Exception:  # noqa: BLE001 - Ray shutting down before the first poll: nothing to watch
             return
-        while ray.is_initialized():
+        atexit.register(at_exit, start)
+        while ray_initialized():
             time.sleep(poll_s)
             try:
-                alive = _alive()
+                lost = lost_nodes(start)
             except Exception:  # noqa: BLE001 - the driver is disconnecting (end of the run)
                 return
-            lost = [node for node_id, node in start.items() if node_id not in alive]
             if lost:
-                message = lost_message(lost[0], checkpoint_dir)
-                logger.error(message)
-                print(message, flush=True)
-                watch_nodes.lost = message
+                _report(lost[0], checkpoint_dir)
                 _thread.interrupt_main()
                 return
 

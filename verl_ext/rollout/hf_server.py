@@ -11,7 +11,10 @@ arrives: the rollout seed, the weights' training step, the prompt, and how many 
 before it since those weights arrived (``request_seed``). verl sends a group's n samples as n requests for one
 prompt, so the group draws the same n sequences whatever the order the requests arrive in and whichever other
 requests share their batch; a run, or a run resumed from a checkpoint, samples what an uninterrupted run of the same
-seed samples (the engine gives every seeded sequence a generator of its own).
+seed samples (the engine gives every seeded sequence a generator of its own). That holds per replica: with several
+(several ranks), verl's server manager sends each request to the replica with the fewest requests in flight, so
+which replica counts a prompt's occurrences, and so the seeds, depends on timing; a request that carries its own
+``seed`` in its sampling parameters is reproducible everywhere.
 """
 
 from __future__ import annotations

@@ -72,8 +72,8 @@ class LocalCluster:
         return sorted(self.cluster.worker_nodes, key=lambda n: n.unique_id)
 
     def node_ids(self) -> list[str]:
-        """Ray node ids, the head first."""
-        return [self.cluster.head_node.unique_id] + [n.unique_id for n in self.worker_nodes]
+        """Ray node ids (hex, as ``ray.nodes()`` and the actor table give them), the head first."""
+        return [self.cluster.head_node.node_id] + [n.node_id for n in self.worker_nodes]
 
     def kill_node(self, node) -> None:
         """Node loss: the node's raylet and everything on it die at once (no graceful drain)."""
