@@ -1,5 +1,6 @@
 """Figures of ``elastic_miniature.py``: per-task Omega_MSR and accuracy per method (95% Wilson intervals, n), the
-routing heatmaps per task, accuracy against Omega_MSR, and the router-training curves."""
+routing heatmaps per task, accuracy against Omega_MSR (one seed's methods, and routed against the static curve at
+every budget, per seed and over seeds), and the router-training curves."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import torch  # noqa: E402
 
 from verl_ext.stats import wilson_interval  # noqa: E402
 
-METHODS = ("dense", "routed", "static", "sparse")
+METHODS = ("dense", "routed", "static", "static_frequency", "sparse")
 TASKS = ("retrieval", "local")
-COLORS = {"dense": "#4c72b0", "routed": "#dd8452", "static": "#55a868", "sparse": "#c44e52"}
+COLORS = {"dense": "#4c72b0", "routed": "#dd8452", "static": "#55a868", "static_frequency": "#8172b3",
+          "sparse": "#c44e52"}
 
 
 def _acc_interval(r: dict) -> tuple[float, float]:
@@ -25,9 +27,10 @@ def _acc_interval(r: dict) -> tuple[float, float]:
 
 def plot_bars(out: Path, results: dict, chance: float) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.2
-    for k, m in enumerate(METHODS):
-        xs = [i + (k - 1.5) * width for i in range(len(TASKS))]
+    methods = [m for m in METHODS if m in results]
+    width = 0.8 / len(methods)
+    for k, m in enumerate(methods):
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(TASKS))]
         accs = [results[m][t]["acc"] for t in TASKS]
         errs = list(zip(*[_acc_interval(results[m][t]) for t in TASKS]))
         axes[0].bar(xs, accs, width, yerr=errs, capsize=3, color=COLORS[m], label=m)
@@ -50,7 +53,7 @@ def plot_scatter(out: Path, results: dict) -> None:
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     # Methods often land on the same point (e.g. dense on both tasks at (0, 1)): each series is shifted by its own
     # small x offset and local uses open markers, so no series hides behind another.
-    series = [(m, t) for m in METHODS for t in TASKS]
+    series = [(m, t) for m in METHODS if m in results for t in TASKS]
     for i, (m, t) in enumerate(series):
         r = results[m][t]
         low, high = _acc_interval(r)
@@ -67,7 +70,7 @@ def plot_scatter(out: Path, results: dict) -> None:
 
 
 def plot_heatmaps(out: Path, rates: dict, static: torch.Tensor, n: int) -> None:
-    panels = [(f"routed, {t} (n = {n} sequences)", rates[t]) for t in TASKS] + [("static mask", static.float())]
+    panels = [(f"routed, {t} (n = {n} sequences)", rates[t]) for t in TASKS] + [(f"best static mask ({int(static.sum())} full heads)", static.float())]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (title, grid) in zip(axes, panels):
         im = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -97,9 +100,49 @@ def plot_training(out: Path, history: list, targets: tuple) -> None:
     plt.close(fig)
 
 
+def _curve_axes(ax, curve: list, budgets: dict, label_static: bool, label_routed: bool, alpha: float = 1.0) -> None:
+    n = curve[0]["n"]
+    xs = [p["msr"] for p in curve]
+    ax.plot(xs, [p["acc_mean"] for p in curve], "-", color=COLORS["static"], alpha=alpha, marker=".",
+            label="best static mask (greedy, every head count)" if label_static else None)
+    for b, (budget, r) in enumerate(sorted(budgets.items(), key=lambda kv: float(kv[0]))):
+        lows, highs = zip(*[wilson_interval(r["routed"][t]["correct"], r["routed"][t]["n"]) for t in TASKS])
+        low, high = sum(lows) / 2, sum(highs) / 2  # the mean of the two tasks' intervals (each n answers)
+        ax.errorbar(r["mean_msr"], r["acc_mean"], yerr=[[r["acc_mean"] - low], [high - r["acc_mean"]]], fmt="o",
+                    color=COLORS["routed"], alpha=alpha, capsize=3,
+                    label=f"routed (retrieval targets {', '.join(sorted(budgets))})" if label_routed and b == 0
+                    else None)
+    ax.set(xlabel="mean Omega_MSR over both tasks", ylabel=f"accuracy, mean of both tasks (n = {n} per task)",
+           ylim=(-0.05, 1.05), xlim=(-0.05, 1.05))
+
+
+def plot_curve(out: Path, curve: list, budgets: dict) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4.4))
+    _curve_axes(ax, curve, budgets, True, True)
+    ax.set_title("Routed vs static head masks across budgets (95% CI)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_msr_budgets.png", dpi=120)
+    plt.close(fig)
+
+
+def plot_seeds_curve(out: Path, seed_results: list) -> None:
+    """Every seed's static curve and routed points on one plot (one seed's own intervals in its folder)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, r in enumerate(seed_results):
+        _curve_axes(ax, r["static_curve"], r["budgets"], i == 0, i == 0, alpha=0.6)
+    seeds = [r["summary"]["seed"] for r in seed_results]
+    ax.set_title(f"Routed vs best static mask, {len(seeds)} seeds ({', '.join(map(str, seeds))})")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_msr_seeds.png", dpi=120)
+    plt.close(fig)
+
+
 def plot_all(out: Path, results: dict, rates: dict, static: torch.Tensor, history: list, targets: tuple,
-             n_values: int) -> None:
+             n_values: int, curve: list, budgets: dict) -> None:
     plot_bars(out, results, 1.0 / n_values)
+    plot_curve(out, curve, budgets)
     plot_scatter(out, results)
     plot_heatmaps(out, rates, static, results["dense"]["retrieval"]["n"])
     plot_training(out, history, targets)

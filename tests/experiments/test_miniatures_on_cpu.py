@@ -15,21 +15,41 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_elastic_miniature_quick(tmp_path):
+    """Two seeds of the quick preset: every headline figure of the report, per-seed results and pictures, and a
+    second call that resumes instead of rerunning."""
     out = tmp_path / "elastic"
-    run = subprocess.run([sys.executable, str(ROOT / "experiments" / "elastic_miniature.py"), "--quick", "--out",
-                          str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    cmd = [sys.executable, str(ROOT / "experiments" / "elastic_miniature.py"), "--quick", "--seeds", "0", "1",
+           "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
-    for key in ("msr_retrieval", "msr_local", "acc_dense_retrieval", "acc_routed_retrieval", "acc_static_retrieval",
-                "acc_sparse_retrieval", "acc_dense_local", "acc_routed_local", "wall_s"):
-        assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), key
-        assert key == "wall_s" or 0.0 <= summary[key] <= 1.0, key
-    assert set(summary["targets"]) == {"msr_gap_ge_0.3", "routed_within_0.02_of_dense", "routed_beats_static_by_0.05"}
-    for png in ("accuracy_msr.png", "accuracy_vs_msr.png", "routing_heatmaps.png", "router_training.png"):
-        assert (out / png).stat().st_size > 5000, png
-    results = json.loads((out / "results.json").read_text())
-    assert results["results"]["dense"]["retrieval"]["msr"] == 0.0  # all heads full
-    assert results["results"]["sparse"]["local"]["msr"] == 1.0  # all heads sparse
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["seeds"] == [0, 1]
+    for key in ("routed_minus_dense_worst", "msr_gap_mean", "wall_s"):
+        assert isinstance(report[key], (int, float)) and math.isfinite(report[key]), key
+    assert set(report["beats_static_seeds"]) <= {0, 1} and set(report["oracle_static_keeps_all"]) <= {0, 1}
+    assert 0 <= report["below_static_curve_points"] <= report["curve_points"] == 2 * 2  # 2 seeds x 2 budgets
+    assert len(report["goals"]) == 4 and all(isinstance(v, bool) for v in report["goals"].values())
+    for seed in (0, 1):
+        results = json.loads((out / f"seed-{seed}" / "results.json").read_text())
+        summary = results["summary"]
+        for key in ("msr_retrieval", "msr_local", "acc_dense_retrieval", "acc_routed_retrieval",
+                    "acc_static_retrieval", "acc_static_frequency_retrieval", "acc_sparse_retrieval",
+                    "acc_dense_local", "acc_routed_local"):
+            assert 0.0 <= summary[key] <= 1.0, key
+        assert results["results"]["dense"]["retrieval"]["msr"] == 0.0  # all heads full
+        assert results["results"]["sparse"]["local"]["msr"] == 1.0  # all heads sparse
+        curve = results["static_curve"]
+        assert [p["k"] for p in curve] == list(range(summary["preset_heads"] + 1))
+        assert curve[0]["acc_retrieval"] == summary["acc_sparse_retrieval"]  # no full head = all sparse
+        assert curve[-1]["acc_retrieval"] == summary["acc_dense_retrieval"]  # every head full = dense
+        assert sorted(results["oracle"]["order"]) == list(range(summary["preset_heads"]))
+        for png in ("accuracy_msr.png", "accuracy_vs_msr.png", "accuracy_vs_msr_budgets.png",
+                    "routing_heatmaps.png", "router_training.png"):
+            assert (out / f"seed-{seed}" / png).stat().st_size > 5000, png
+    assert (out / "accuracy_vs_msr_seeds.png").stat().st_size > 5000
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("done before") == 2  # resumable per seed
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == report
 
 
 def test_re2_miniature_gate():

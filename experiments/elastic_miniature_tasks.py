@@ -1,0 +1,137 @@
+"""The tasks of ``elastic_miniature.py`` and its presets: one lookup mechanism (find a key, answer its value) at two
+distances, so one task needs attention to reach far back and the other does not.
+
+- retrieval ("sparsity-sensitive"): ``INSTR filler x L (k v) x P SEP filler x D (QRY k v) x Q``: every queried pair
+  sits more than D tokens back, far outside the streaming heads' sink + window (the L leading filler tokens keep the
+  pairs out of the sink too);
+- local ("sparsity-robust"): ``INSTR filler x (L + D) SEP (k v) x P (QRY k v) x Q``: the same length, the pairs
+  within the last few dozen tokens, which a streaming head (sink + window) sees.
+
+``INSTR`` is how a sequence says which task it is. The ``small`` preset (the first miniature) uses one marker token
+(RET or LOC). The other presets use an instruction of several tokens, one of three templates per task, written so
+that every instruction word occurs in both tasks' templates: no single token names the task, only the combination
+does, as in real prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+PAD, RET, LOC, SEP, QRY = 0, 1, 2, 3, 4
+TASKS = ("retrieval", "local")
+
+# Instruction templates (indices into the instruction words): each of the 8 words occurs in both tasks.
+TEMPLATES = {"retrieval": ((0, 1, 2, 3), (4, 1, 5, 3), (0, 6, 2, 7)),
+             "local": ((4, 6, 2, 3), (0, 1, 5, 7), (4, 1, 2, 7))}
+N_WORDS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    layers: int = 2
+    heads: int = 4               # KV heads = query heads: every head routes on its own
+    hidden: int = 64
+    instruction: bool = False    # False: one marker token (RET / LOC); True: a template of several words
+    pairs: int = 1               # P key-value pairs per sequence
+    queries: int = 1             # Q queried pairs per sequence (distinct pairs, in a random order)
+    lead: int = 16               # L filler tokens before the retrieval pairs: outside the sink
+    distance: int = 512          # D filler tokens between the pairs and the queries (retrieval)
+    n_keys: int = 64
+    n_values: int = 64
+    n_filler: int = 256
+    short_distance: int = 24     # pretraining starts with the lookup at this distance (both tasks)
+    short_steps: int = 1500      # its cap; it ends earlier once both are solved at that distance
+    short_batch: int = 32
+    pretrain_steps: int = 1500   # then at the tasks' distance; the cap, ends earlier once dense attention solves both
+    pretrain_batch: int = 8
+    pretrain_lr: float = 2e-3
+    solved: float = 0.97         # dense accuracy on both tasks that ends pretraining
+    router_steps: int = 300
+    router_batch: int = 8
+    router_lr: float = 5e-3
+    lambda_lr: float = 5e-2
+    targets: tuple = (0.7, 1.0)  # retrieval (sensitive), local (robust): the paper's targets
+    budgets: tuple = (0.7,)      # retrieval targets the routers are trained at (local stays at targets[1])
+    sink: int = 4
+    window: int = 32
+    pool_budget: int = 16
+    eval_sequences: int = 256    # per task (x queries answers each)
+    calib_sequences: int = 64    # per task, a separate draw: what the best static mask is chosen on
+    eval_every: int = 250
+
+    def __post_init__(self):
+        if self.targets[0] not in self.budgets:
+            raise ValueError(f"budgets {self.budgets} must include the paper's retrieval target {self.targets[0]}: "
+                             "the headline comparison is made there.")
+        if not all(0.0 <= b <= 1.0 for b in self.budgets):
+            raise ValueError(f"budgets are retrieval Omega_MSR targets in [0, 1]; got {self.budgets}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.layers * self.heads
+
+
+PRESETS = {
+    # The first miniature (2 layers x 4 KV heads: Omega_MSR moves in steps of 1/8; one marker token names the task).
+    "small": Size(),
+    # Round 2: 4 layers x 4 KV heads (steps of 1/16), the task named by a several-token instruction, routers trained
+    # at three budgets so routed and static can be compared as curves.
+    "heads16": Size(layers=4, instruction=True, budgets=(0.55, 0.7, 0.85)),
+    # CI: the heads16 code path at tiny sizes and a few steps.
+    "quick": Size(layers=2, heads=2, hidden=32, instruction=True, pairs=2, queries=2, lead=8, distance=64,
+                  short_distance=8, short_steps=3, short_batch=4, pretrain_steps=3, pretrain_batch=4, router_steps=4,
+                  router_batch=4, eval_sequences=8, calib_sequences=4, window=16, pool_budget=8, eval_every=3,
+                  budgets=(0.5, 0.7)),
+}
+
+
+def vocab(size: Size) -> dict:
+    """Token id ranges: specials 0-7, keys, values, filler, then the instruction words (the small preset's vocabulary
+    is unchanged by them: they come last)."""
+    keys = 8
+    values = keys + size.n_keys
+    filler = values + size.n_values
+    words = filler + size.n_filler
+    return {"keys": keys, "values": values, "filler": filler, "words": words,
+            "total": words + (N_WORDS if size.instruction else 0)}
+
+
+def instruction(task: str, size: Size, g: torch.Generator) -> list[int]:
+    """The tokens that name ``task``: the marker (small preset) or one of the task's templates."""
+    if not size.instruction:
+        return [RET if task == "retrieval" else LOC]
+    template = TEMPLATES[task][int(torch.randint(0, len(TEMPLATES[task]), (1,), generator=g))]
+    return [vocab(size)["words"] + w for w in template]
+
+
+def sample(task: str, size: Size, g: torch.Generator) -> tuple[list[int], list[int]]:
+    """One sequence of ``task`` and the positions of its queried values."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+    v = vocab(size)
+    keys = (torch.randperm(size.n_keys, generator=g)[:size.pairs] + v["keys"]).tolist()
+    values = (torch.randint(0, size.n_values, (size.pairs,), generator=g) + v["values"]).tolist()
+    pairs = [t for kv in zip(keys, values) for t in kv]
+    filler = (torch.randint(0, size.n_filler, (size.lead + size.distance,), generator=g) + v["filler"]).tolist()
+    head = instruction(task, size, g)
+    body = ([*head, *filler[:size.lead], *pairs, SEP, *filler[size.lead:]] if task == "retrieval"
+            else [*head, *filler, SEP, *pairs])
+    ids, answers = list(body), []
+    for i in torch.randperm(size.pairs, generator=g)[:size.queries].tolist():
+        ids += [QRY, keys[i], values[i]]
+        answers.append(len(ids) - 1)
+    return ids, answers
+
+
+def batch(task_ids: list[int], size: Size, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and (B, Q) answer positions, tasks as given (0 retrieval, 1 local)."""
+    rows = [sample(TASKS[t], size, g) for t in task_ids]
+    return torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+
+
+def task_sets(size: Size, n: int, seed: int) -> dict:
+    """{task: (ids, answers)} of ``n`` sequences per task from their own generator (held-out or calibration)."""
+    g = torch.Generator().manual_seed(seed)
+    return {t: batch([i] * n, size, g) for i, t in enumerate(TASKS)}
