@@ -7,6 +7,13 @@ distances, so one task needs attention to reach far back and the other does not.
 - local ("sparsity-robust"): ``INSTR filler x (L + D) SEP (k v) x P (QRY k v) x Q``: the same length, the pairs
   within the last few dozen tokens, which a streaming head (sink + window) sees.
 
+With ``hops`` = H > 1 the lookup is a chain (pointer chasing): P chains of H links, each link one token that joins an
+entity of level l to one of level l + 1 (a fused "a -> b" token, so a link is found by content without a
+previous-token head); the query names a level-0 entity and the answer is its level-H entity. The H link sets sit in
+H separate places more than a window apart (retrieval) or side by side in the last tokens (local). Any circuit that
+answers a retrieval query chains H far lookups, each needing the previous one's result, so it needs H full heads in
+H different layers: a static mask with fewer full heads cannot solve retrieval, whatever it learned.
+
 ``INSTR`` is how a sequence says which task it is. The ``small`` preset (the first miniature) uses one marker token
 (RET or LOC). The other presets use an instruction of several tokens, one of three templates per task, written so
 that every instruction word occurs in both tasks' templates: no single token names the task, only the combination
@@ -34,7 +41,10 @@ class Size:
     heads: int = 4               # KV heads = query heads: every head routes on its own
     hidden: int = 64
     instruction: bool = False    # False: one marker token (RET / LOC); True: a template of several words
-    pairs: int = 1               # P key-value pairs per sequence
+    hops: int = 1                # H: 1 is the key-value lookup, > 1 the chain of fused link tokens
+    hop_gap: int = 48            # filler between two link sets (retrieval): > window, so no streaming head links them
+    entities: int = 8            # E entities per level (hops > 1); P <= E chains per sequence
+    pairs: int = 1               # P key-value pairs (chains) per sequence
     queries: int = 1             # Q queried pairs per sequence (distinct pairs, in a random order)
     lead: int = 16               # L filler tokens before the retrieval pairs: outside the sink
     distance: int = 512          # D filler tokens between the pairs and the queries (retrieval)
@@ -67,6 +77,19 @@ class Size:
                              "the headline comparison is made there.")
         if not all(0.0 <= b <= 1.0 for b in self.budgets):
             raise ValueError(f"budgets are retrieval Omega_MSR targets in [0, 1]; got {self.budgets}")
+        if self.hops > 1:
+            if not self.pairs <= self.entities <= self.n_values:
+                raise ValueError(f"hops > 1 needs pairs ({self.pairs}) <= entities ({self.entities}) <= n_values "
+                                 f"({self.n_values})")
+            rest = self.distance - (self.hops - 1) * self.hop_gap - self.hops * self.pairs  # last set to SEP
+            if rest < 0:
+                raise ValueError(f"distance {self.distance} too short for {self.hops} sets of {self.pairs} links "
+                                 f"{self.hop_gap} apart")
+            # hop_gap 0 is the pretraining curriculum's short form (sets side by side); otherwise every set must sit
+            # beyond a streaming head's window from the next one and from the queries.
+            if self.hop_gap and (self.hop_gap <= self.window or rest <= self.window):
+                raise ValueError(f"hop_gap {self.hop_gap} and the {rest} tokens after the last set must exceed the "
+                                 f"window {self.window}: a streaming head would link them")
 
     @property
     def kv_heads(self) -> int:
@@ -77,13 +100,17 @@ PRESETS = {
     # The first miniature (2 layers x 4 KV heads: Omega_MSR moves in steps of 1/8; one marker token names the task).
     "small": Size(),
     # Round 2: 4 layers x 4 KV heads (steps of 1/16), the task named by a several-token instruction, routers trained
-    # at three budgets so routed and static can be compared as curves.
+    # at three budgets so routed and static can be compared as curves; the one-needle lookup.
     "heads16": Size(layers=4, instruction=True, budgets=(0.55, 0.7, 0.85)),
-    # CI: the heads16 code path at tiny sizes and a few steps.
-    "quick": Size(layers=2, heads=2, hidden=32, instruction=True, pairs=2, queries=2, lead=8, distance=64,
-                  short_distance=8, short_steps=3, short_batch=4, pretrain_steps=3, pretrain_batch=4, router_steps=4,
-                  router_batch=4, eval_sequences=8, calib_sequences=4, window=16, pool_budget=8, eval_every=3,
-                  budgets=(0.5, 0.7)),
+    # The same with chains of 3 hops among 4 (retrieval: at least 3 full heads in 3 layers, more than a static mask
+    # at the paper's targets' mean Omega_MSR can keep) and of 2 hops.
+    "hops3": Size(layers=4, instruction=True, hops=3, pairs=4, budgets=(0.55, 0.7, 0.85)),
+    "hops2": Size(layers=4, instruction=True, hops=2, pairs=4, budgets=(0.55, 0.7, 0.85)),
+    # CI: the chain code path at tiny sizes and a few steps.
+    "quick": Size(layers=2, heads=2, hidden=32, instruction=True, hops=2, hop_gap=20, pairs=2, queries=2, lead=8,
+                  distance=64, short_distance=8, short_steps=3, short_batch=4, pretrain_steps=3, pretrain_batch=4,
+                  router_steps=4, router_batch=4, eval_sequences=8, calib_sequences=4, window=16, pool_budget=8,
+                  eval_every=3, budgets=(0.5, 0.7)),
 }
 
 
@@ -94,8 +121,10 @@ def vocab(size: Size) -> dict:
     values = keys + size.n_keys
     filler = values + size.n_values
     words = filler + size.n_filler
-    return {"keys": keys, "values": values, "filler": filler, "words": words,
-            "total": words + (N_WORDS if size.instruction else 0)}
+    links = words + (N_WORDS if size.instruction else 0)
+    entities = links + (size.hops * size.entities ** 2 if size.hops > 1 else 0)
+    return {"keys": keys, "values": values, "filler": filler, "words": words, "links": links, "entities": entities,
+            "total": entities + (size.entities if size.hops > 1 else 0)}
 
 
 def instruction(task: str, size: Size, g: torch.Generator) -> list[int]:
@@ -106,10 +135,45 @@ def instruction(task: str, size: Size, g: torch.Generator) -> list[int]:
     return [vocab(size)["words"] + w for w in template]
 
 
+def sample_chains(task: str, size: Size, g: torch.Generator) -> tuple[list[int], list[int]]:
+    """One pointer-chasing sequence (hops > 1) and the positions of its answers.
+
+    retrieval: ``INSTR filler x L set_H gap set_(H-1) gap ... set_1 SEP filler (QRY q answer) x Q``
+    local:     ``INSTR filler x (L + rest + gaps) SEP set_H ... set_1 (QRY q answer) x Q``
+    where set_l holds the P links from level l - 1 to level l (shuffled) and the answer to q is the end of its chain.
+    """
+    v, e, p, h = vocab(size), size.entities, size.pairs, size.hops
+    levels = [torch.randperm(e, generator=g)[:p].tolist() for _ in range(h + 1)]  # chain i: levels[l][i]
+    sets = []
+    for level in range(1, h + 1):
+        order = torch.randperm(p, generator=g).tolist()
+        sets.append([v["links"] + ((level - 1) * e + levels[level - 1][i]) * e + levels[level][i] for i in order])
+    filler = (torch.randint(0, size.n_filler, (size.lead + size.distance - h * p,), generator=g)
+              + v["filler"]).tolist()
+    head = instruction(task, size, g)
+    if task == "retrieval":
+        body, cursor = [*head, *filler[:size.lead]], size.lead
+        for i, links in enumerate(reversed(sets)):
+            body += links
+            if i < h - 1:
+                body += filler[cursor:cursor + size.hop_gap]
+                cursor += size.hop_gap
+        body += [SEP, *filler[cursor:]]
+    else:
+        body = [*head, *filler, SEP, *(t for links in reversed(sets) for t in links)]
+    ids, answers = list(body), []
+    for i in torch.randperm(p, generator=g)[:size.queries].tolist():
+        ids += [QRY, v["entities"] + levels[0][i], v["values"] + levels[h][i]]
+        answers.append(len(ids) - 1)
+    return ids, answers
+
+
 def sample(task: str, size: Size, g: torch.Generator) -> tuple[list[int], list[int]]:
     """One sequence of ``task`` and the positions of its queried values."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+    if size.hops > 1:
+        return sample_chains(task, size, g)
     v = vocab(size)
     keys = (torch.randperm(size.n_keys, generator=g)[:size.pairs] + v["keys"]).tolist()
     values = (torch.randint(0, size.n_values, (size.pairs,), generator=g) + v["values"]).tolist()

@@ -79,7 +79,7 @@ def pretrain(model, size: Size, eval_sets: dict, seed: int, log) -> dict:
     g = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=size.pretrain_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
-    short = dataclasses.replace(size, distance=size.short_distance)
+    short = dataclasses.replace(size, distance=size.short_distance, hop_gap=0)  # chains: the link sets side by side
     short_eval = {t: batch([i] * size.eval_sequences, short, torch.Generator().manual_seed(seed + 1001))
                   for i, t in enumerate(TASKS)}
     history, step = [], 0

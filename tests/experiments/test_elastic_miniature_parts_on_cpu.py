@@ -20,6 +20,31 @@ finally:
     sys.path.remove(str(ROOT / "experiments"))
 
 
+def _pair_lookup(ids, a, size, task, v):
+    """The key-value layout: the queried pair occurs once before its query, far back (retrieval) or near."""
+    key, value = ids[a - 1], ids[a]
+    assert v["keys"] <= key < v["values"] <= value < v["filler"]
+    where = [i for i in range(a - 2) if ids[i] == key and ids[i + 1] == value]
+    assert len(where) == 1
+    return [where[0]]
+
+
+def _chain_lookup(ids, a, size, task, v):
+    """The chain layout, resolved the slow obvious way: follow the queried entity's links level by level; the answer
+    is the chain's end. Returns the positions of the links used."""
+    e = size.entities
+    entity, used = ids[a - 1] - v["entities"], []
+    assert 0 <= entity < e
+    for level in range(size.hops):
+        hits = [i for i, t in enumerate(ids[:a]) if v["links"] + (level * e + entity) * e <= t
+                < v["links"] + (level * e + entity + 1) * e]
+        assert len(hits) == 1  # exactly one link leaves each entity of a chain
+        used.append(hits[0])
+        entity = (ids[hits[0]] - v["links"]) % e
+    assert ids[a] == v["values"] + entity
+    return used
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_layouts(preset):
     size = PRESETS[preset]
@@ -33,18 +58,27 @@ def test_layouts(preset):
             assert all(0 <= t < v["total"] for t in ids)
             assert len(answers) == size.queries
             for a in answers:
-                key, value = ids[a - 1], ids[a]
-                assert ids[a - 2] == QRY and v["keys"] <= key < v["values"] <= value < v["filler"]
-                where = [i for i in range(a - 2) if ids[i] == key and ids[i + 1] == value]
-                assert len(where) == 1  # the pair occurs once before its query
-                back = a - where[0]
-                if task == "retrieval":  # beyond the sink and the window of a streaming head
-                    assert where[0] >= size.sink and back > size.window + size.distance // 2
+                assert ids[a - 2] == QRY
+                used = (_chain_lookup if size.hops > 1 else _pair_lookup)(ids, a, size, task, v)
+                hops = sorted(used) + [a]
+                if task == "retrieval":  # every step beyond the sink and the window of a streaming head
+                    assert hops[0] >= size.sink
+                    assert all(later - earlier > size.window for earlier, later in zip(hops, hops[1:]))
                 else:
-                    assert back <= size.window
+                    assert a - hops[0] <= size.window
             sep = ids.index(SEP)
-            assert (sep == len(ids) - 3 * size.queries - 2 * size.pairs - 1) == (task == "local")
+            links = 2 * size.pairs if size.hops == 1 else size.hops * size.pairs
+            assert (sep == len(ids) - 3 * size.queries - links - 1) == (task == "local")
     assert len(lengths) == 1  # both tasks, every draw: one length
+
+
+def test_chains_refuse_layouts_a_streaming_head_could_shortcut():
+    with pytest.raises(ValueError, match="window"):
+        Size(hops=2, pairs=2, hop_gap=20, window=32)
+    with pytest.raises(ValueError, match="too short"):
+        Size(hops=3, pairs=4, distance=64)
+    with pytest.raises(ValueError, match="entities"):
+        Size(hops=2, pairs=9, entities=8)
 
 
 def test_instruction_names_the_task_only_as_a_whole():
@@ -67,7 +101,7 @@ def test_small_preset_is_the_first_miniature():
     assert vocab(size)["total"] == 8 + 64 + 64 + 256
     sets = task_sets(size, 4, 1000)
     assert bool((sets["retrieval"][0][:, 0] == RET).all()) and bool((sets["local"][0][:, 0] == LOC).all())
-    assert PRESETS["heads16"].kv_heads == 16  # Omega_MSR in steps of 1/16
+    assert PRESETS["heads16"].kv_heads == PRESETS["hops3"].kv_heads == 16  # Omega_MSR in steps of 1/16
 
 
 def test_size_refuses_budgets_without_the_paper_target():
