@@ -10,9 +10,11 @@ distances, so one task needs attention to reach far back and the other does not.
 With ``hops`` = H > 1 the lookup is a chain (pointer chasing): P chains of H links, each link one token that joins an
 entity of level l to one of level l + 1 (a fused "a -> b" token, so a link is found by content without a
 previous-token head); the query names a level-0 entity and the answer is its level-H entity. The H link sets sit in
-H separate places more than a window apart (retrieval) or side by side in the last tokens (local). Any circuit that
-answers a retrieval query chains H far lookups, each needing the previous one's result, so it needs H full heads in
-H different layers: a static mask with fewer full heads cannot solve retrieval, whatever it learned.
+H separate places more than a window apart (retrieval) or side by side in the last tokens (local). A retrieval answer
+needs what H link sets, each beyond every streaming head's reach from the others and from the query, hold: chained
+(H far lookups, each needing the last one's result, so H layers) or gathered at once (one far head per set, as a
+single head's attention over all sets averages every link into one vector). Either way the circuit needs several
+full heads; how many the trained model needs is measured, not assumed (the oracle static check).
 
 ``INSTR`` is how a sequence says which task it is. The ``small`` preset (the first miniature) uses one marker token
 (RET or LOC). The other presets use an instruction of several tokens, one of three templates per task, written so
@@ -102,8 +104,8 @@ PRESETS = {
     # Round 2: 4 layers x 4 KV heads (steps of 1/16), the task named by a several-token instruction, routers trained
     # at three budgets so routed and static can be compared as curves; the one-needle lookup.
     "heads16": Size(layers=4, instruction=True, budgets=(0.55, 0.7, 0.85)),
-    # The same with chains of 3 hops among 4 (retrieval: at least 3 full heads in 3 layers, more than a static mask
-    # at the paper's targets' mean Omega_MSR can keep) and of 2 hops.
+    # The same with chains of 3 hops among 4 (retrieval should need several full heads: the oracle check measures
+    # whether more than a static mask at the paper's targets' mean Omega_MSR keeps) and of 2 hops.
     "hops3": Size(layers=4, instruction=True, hops=3, pairs=4, budgets=(0.55, 0.7, 0.85)),
     "hops2": Size(layers=4, instruction=True, hops=2, pairs=4, budgets=(0.55, 0.7, 0.85)),
     # CI: the chain code path at tiny sizes and a few steps.
