@@ -140,9 +140,9 @@ def plot_seeds_curve(out: Path, seed_results: list) -> None:
 
 
 def plot_all(out: Path, results: dict, rates: dict, static: torch.Tensor, history: list, targets: tuple,
-             n_values: int, curve: list, budgets: dict) -> None:
-    plot_bars(out, results, 1.0 / n_values)
+             answer_classes: int, curve: list, budgets: dict, n_sequences: int) -> None:
+    plot_bars(out, results, 1.0 / answer_classes)
     plot_curve(out, curve, budgets)
     plot_scatter(out, results)
-    plot_heatmaps(out, rates, static, results["dense"]["retrieval"]["n"])
+    plot_heatmaps(out, rates, static, n_sequences)
     plot_training(out, history, targets)

@@ -26,16 +26,22 @@ warnings.filterwarnings("ignore", message=r".* engine is not available")  # verl
 from verl_ext.elastic_attention.router_engine import RouterTrainingConfig  # noqa: E402
 
 
-def answer_logits(model, ids: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+def answer_logits(model, ids: torch.Tensor, answers: torch.Tensor, prompt_only: bool = False) -> torch.Tensor:
     """(B, Q, V) logits predicting each queried value. Every sequence of a size has its answers at the same
-    positions, so only those rows go through the LM head (``logits_to_keep``)."""
+    positions, so only those rows go through the LM head (``logits_to_keep``). ``prompt_only``: the last token (the
+    last answer) is left out of the input, so routers, which pool the sequence's first and last tokens, never see
+    it (the logits are causal: no prediction changes otherwise)."""
     if not bool((answers == answers[:1]).all()):
         raise ValueError("answer positions differ between sequences; batch sequences of one layout.")
+    if prompt_only:
+        if int(answers[0, -1]) != ids.shape[1] - 1:
+            raise ValueError("prompt_only needs the last answer to be the sequence's last token.")
+        ids = ids[:, :-1]
     return model(input_ids=ids, logits_to_keep=answers[0] - 1).logits
 
 
-def answer_loss(model, ids, answers) -> torch.Tensor:
-    logits = answer_logits(model, ids, answers)
+def answer_loss(model, ids, answers, prompt_only: bool = False) -> torch.Tensor:
+    logits = answer_logits(model, ids, answers, prompt_only)
     return F.cross_entropy(logits.flatten(0, 1).float(), ids.gather(1, answers).flatten())
 
 
@@ -52,7 +58,7 @@ def build_model(size: Size, seed: int):
 
 
 @torch.no_grad()
-def evaluate(model, eval_sets: dict) -> dict:
+def evaluate(model, eval_sets: dict, prompt_only: bool = False) -> dict:
     """{task: {acc, correct, n, msr, full_rate}} with hard decisions (elastic models) or dense attention.
     ``full_rate`` is the (L, H_kv) share of the task's sequences each head went to full attention (elastic only)."""
     model.eval()
@@ -61,7 +67,7 @@ def evaluate(model, eval_sets: dict) -> dict:
     for task, (ids, answers) in eval_sets.items():
         correct, decisions = 0, []
         for i in range(0, len(ids), 32):
-            pred = answer_logits(model, ids[i:i + 32], answers[i:i + 32]).argmax(-1)
+            pred = answer_logits(model, ids[i:i + 32], answers[i:i + 32], prompt_only).argmax(-1)
             correct += int((pred == ids[i:i + 32].gather(1, answers[i:i + 32])).sum())
             if elastic:
                 decisions.append(elastic_decisions(model))  # (B, L, H_kv) of this forward
@@ -73,30 +79,30 @@ def evaluate(model, eval_sets: dict) -> dict:
     return out
 
 
-def pretrain(model, size: Size, eval_sets: dict, seed: int, log) -> dict:
+def pretrain(model, size: Size, stop_sets: dict, seed: int, log) -> dict:
     """Teach the lookup at a short distance first (short sequences: a large batch is cheap), then at the tasks'
-    own distance until dense attention solves both (step caps, never time)."""
+    own distance until dense attention solves both on ``stop_sets`` (step caps, never time)."""
     g = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=size.pretrain_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
-    short = dataclasses.replace(size, distance=size.short_distance, hop_gap=0)  # chains: the link sets side by side
+    short = dataclasses.replace(size, distance=size.short_distance, hop_gap=0, curriculum=True)  # sets side by side
     short_eval = {t: batch([i] * size.eval_sequences, short, torch.Generator().manual_seed(seed + 1001))
                   for i, t in enumerate(TASKS)}
     history, step = [], 0
     for phase, (shape, steps, n, evals) in enumerate([(short, size.short_steps, size.short_batch, short_eval),
-                                                      (size, size.pretrain_steps, size.pretrain_batch, eval_sets)]):
+                                                      (size, size.pretrain_steps, size.pretrain_batch, stop_sets)]):
         for _ in range(steps):
             step += 1
             model.train()
             ids, answers = batch([s % 2 for s in range(n)], shape, g)
-            loss = answer_loss(model, ids, answers)
+            loss = answer_loss(model, ids, answers, size.route_on_prompt)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             if step % size.eval_every == 0:
-                acc = evaluate(model, evals)
+                acc = evaluate(model, evals, size.route_on_prompt)
                 history.append({"step": step, "distance": shape.distance, "loss": float(loss.detach()),
                                 **{t: acc[t]["acc"] for t in TASKS}})
                 log(f"pretrain step {step} (distance {shape.distance}): loss {float(loss.detach()):.3f}, dense acc "
@@ -125,7 +131,7 @@ def train_routers(model, size: Size, seed: int, targets: tuple, log) -> dict:
         set_router_temperature(model, schedule.tau(step, size.router_steps))
         tasks = torch.tensor([s % 2 for s in range(size.router_batch)])
         ids, answers = batch(tasks.tolist(), size, g)
-        ce = answer_loss(model, ids, answers)
+        ce = answer_loss(model, ids, answers, size.route_on_prompt)
         omega = training_omega(model)
         penalty, _ = objective(omega, tasks)
         opt.zero_grad()
