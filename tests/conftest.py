@@ -52,6 +52,18 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _stop_runs_left_running():
+    """A run a test started and left alive (a failed assertion, a timeout) is stopped with its processes before the
+    next test starts, so one failure does not load the machine under the rest."""
+    yield
+    from verl_ext.testing.watched_run import WatchedRun
+
+    stopped = WatchedRun.stop_all()
+    if stopped:
+        print(f"\nstopped runs left running by the test: {stopped}")
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -137,7 +137,7 @@ def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):
 
     from verl_ext.memrm.convert import main as convert_main
     from verl_ext.memrm.demo import CAP, validation_command
-    from verl_ext.memrm.records import RecordStore
+    from verl_ext.memrm.records import HOLD_ENV, RecordStore
     from verl_ext.memrm.synthetic import write_benchmark
 
     bench = write_benchmark(tmp_path / "bench", per_cell=1)
@@ -148,14 +148,14 @@ def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):
     # an untaught judge: what is checked is which pairs were judged, not the verdicts
     records = tmp_path / "records.jsonl"
 
-    def judge_on(cluster, parquet):
+    def judge_on(cluster, parquet, **more_env):
         extra = ["trainer.nnodes=2", "trainer.n_gpus_per_node=1", f"+ray_kwargs.ray_init.address={cluster.address}",
                  "data.val_batch_size=10"]  # records land batch by batch
         cmd, env = validation_command(tmp_path, judge, parquet, extra)
-        return WatchedRun(cmd, cwd=tmp_path, env=dict(env, **ENV), log=tmp_path / "trainer.log")
+        return WatchedRun(cmd, cwd=tmp_path, env=dict(env, **ENV, **more_env), log=tmp_path / "trainer.log")
 
     with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as cluster:
-        first = judge_on(cluster, tmp_path / "all.parquet")
+        first = judge_on(cluster, tmp_path / "all.parquet", **{HOLD_ENV: "10"})  # mid-evaluation by construction
         first.wait_for(lambda: records.exists() and len(records.read_text().splitlines()) >= 10, what="10 pairs")
         cluster.kill_node(cluster.worker_nodes[0])
         assert first.wait() != 0

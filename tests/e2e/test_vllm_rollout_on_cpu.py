@@ -172,10 +172,11 @@ def test_crashed_worker_ends_the_run(tmp_path, cache):
 
 def test_memrm_judge_resumes_after_an_interrupt(tmp_path):
     """(d) The MemoryRewardBench generative-judge validation run (val_only) with the vLLM rollout, interrupted
-    (Ctrl-C) once some pairs are judged, then resumed: every pair judged exactly once, nothing left running."""
+    (Ctrl-C) once some pairs are judged (the records' writer holds after 10: mid-evaluation by construction), then
+    resumed: every pair judged exactly once, nothing left running."""
     from verl_ext.memrm.convert import main as convert_main
     from verl_ext.memrm.demo import CAP, teach_judge, validation_command
-    from verl_ext.memrm.records import RecordStore
+    from verl_ext.memrm.records import HOLD_ENV, RecordStore
     from verl_ext.memrm.synthetic import write_benchmark
     from verl_ext.testing.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -188,7 +189,7 @@ def test_memrm_judge_resumes_after_an_interrupt(tmp_path):
     extra = ["actor_rollout_ref.rollout.name=vllm", "data.val_batch_size=10"]  # records land batch by batch
 
     cmd, env = validation_command(tmp_path, judge, tmp_path / "all.parquet", extra)
-    first = WatchedRun(cmd, cwd=tmp_path, env=env, log=tmp_path / "trainer.log")
+    first = WatchedRun(cmd, cwd=tmp_path, env=dict(env, **{HOLD_ENV: "10"}), log=tmp_path / "trainer.log")
     first.wait_for(lambda: records.exists() and len(records.read_text().splitlines()) >= 10, what="10 judged pairs")
     first.interrupt()
     assert first.wait() != 0

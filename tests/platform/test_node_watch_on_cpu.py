@@ -39,3 +39,42 @@ def test_the_message_names_the_node_the_checkpoint_and_the_resume(tmp_path):
     message = node_watch.lost_message({"NodeManagerAddress": "10.0.0.7", "NodeID": "abc"}, str(tmp_path))
     assert "10.0.0.7" in message and "abc" in message and "step 3" in message and "trainer.resume_mode=auto" in message
     assert "no checkpoint was written yet" in node_watch.lost_message({"NodeID": "abc"}, str(tmp_path / "none"))
+
+
+BLOCKED = """
+import signal, subprocess, sys, threading
+from verl_ext.platform.node_watch import end_driver
+if sys.argv[1] == "ignore":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a driver deaf to interrupts
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(child.pid, flush=True)
+held = threading.Lock()
+held.acquire()
+try:
+    threading.Thread(target=end_driver, args=(0.5,), daemon=True).start()
+    held.acquire()  # blocked in a system call: the simulated interrupt alone does not wake it
+except KeyboardInterrupt:
+    child.kill()
+    sys.exit(3)
+"""
+
+
+def _blocked_driver(mode: str) -> tuple[int, int]:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", BLOCKED, mode], capture_output=True, text=True, timeout=120)
+    return run.returncode, int(run.stdout.split()[0])
+
+
+def test_a_driver_blocked_in_a_wait_is_woken_by_a_real_sigint():
+    code, _ = _blocked_driver("default")
+    assert code == 3  # KeyboardInterrupt reached the main thread
+
+
+def test_a_driver_deaf_to_interrupts_is_ended_with_its_processes():
+    import psutil
+
+    code, child = _blocked_driver("ignore")
+    assert code == 1
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE

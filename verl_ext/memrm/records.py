@@ -11,9 +11,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterable
+
+# Fault injection for resume tests: once the records file holds this many lines, the writer that appended stops
+# there (sleeps until the run is interrupted or killed), so "the run was stopped mid-evaluation" holds by construction
+# instead of depending on how fast the machine judges the rest.
+HOLD_ENV = "VERL_EXT_MEMRM_HOLD_AFTER"
 
 
 def record_key(model: str, prompt_sha: str, sampling: str, order: Iterable[int]) -> str:
@@ -78,3 +85,18 @@ class RecordStore:
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+        self._hold_if_asked()
+
+    def _hold_if_asked(self) -> None:
+        hold = os.environ.get(HOLD_ENV)
+        if not hold:
+            return
+        try:
+            after = int(hold)
+        except ValueError as err:
+            raise ValueError(f"{HOLD_ENV}={hold!r} must be a whole number of records") from err
+        if len(self.path.read_text().splitlines()) >= after:
+            logging.getLogger(__name__).warning("verl_ext: %s=%d reached: this writer holds until the run is stopped",
+                                                HOLD_ENV, after)
+            while True:
+                time.sleep(1.0)

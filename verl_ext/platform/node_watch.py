@@ -5,8 +5,11 @@ waiting on them; nothing says what happened. ``watch_nodes`` watches the nodes t
 from the driver: a node is lost when Ray's node table says it died or its raylet stops accepting connections (a
 direct probe: Ray's own health check takes about 15 s, five failed checks 3 s apart). On a loss it prints which
 node was lost, the last checkpoint and how to resume, and interrupts the driver, which then stops Ray and its
-processes (``vllm_guard.cleanup_at_exit``): the run ends within ``BOUND_S`` of the loss. When verl's trainer fails
-first (an actor on the lost node unreachable), the same check runs as the driver exits, so the message still comes.
+processes (``vllm_guard.cleanup_at_exit``): the run ends within ``BOUND_S`` of the loss. A driver blocked in a wait
+that never looks at the interrupt (seen: verl waiting on a lost object Ray keeps trying to rebuild) gets a real
+SIGINT after ``GRACE_S``, and after another ``GRACE_S`` its processes are killed and it exits with status 1 (on an
+existing cluster Ray then ends the job's actors). When verl's trainer fails first (an actor on the lost node
+unreachable), the same check runs as the driver exits, so the message still comes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import _thread
 import atexit
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -23,7 +28,10 @@ from typing import Optional
 logger = logging.getLogger(__name__)
 
 POLL_S = 2.0
-BOUND_S = 60  # documented bound from a node's loss to the end of the run (README "Running on a Ray cluster")
+GRACE_S = 15.0  # from the interrupt to a real SIGINT, and from that to ending the driver
+BOUND_S = 60  # documented bound from a node's loss to the end of the run (README "Running on a Ray cluster"):
+              # a poll and a probe (< 4 s) plus two graces
+
 
 
 def last_checkpoint(checkpoint_dir: Optional[str]) -> Optional[int]:
@@ -87,6 +95,28 @@ def ray_initialized() -> bool:
     return ray.is_initialized()
 
 
+def end_driver(grace_s: float) -> None:
+    """Stop this driver, each step only if the last did not: the interrupt Python checks between bytecodes, then a
+    real SIGINT (it also wakes a blocking system call), then killing the driver's processes and exiting with 1.
+    Runs in the watcher thread; the driver's exit ends it (a daemon thread) at whichever step worked."""
+    _thread.interrupt_main()
+    time.sleep(grace_s)
+    # To the main thread itself: a process-directed signal may land on any thread and leave the main one waiting.
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    time.sleep(grace_s)
+    logger.error("verl_ext: the driver did not stop %.0f s after the node loss; ending it and its processes",
+                 2 * grace_s)
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    logging.shutdown()
+    os._exit(1)
+
+
 def watch_nodes(checkpoint_dir: Optional[str], poll_s: float = POLL_S) -> threading.Thread:
     """Start the watcher thread (daemon) for this driver; returns it."""
 
@@ -116,7 +146,7 @@ def watch_nodes(checkpoint_dir: Optional[str], poll_s: float = POLL_S) -> thread
                 return
             if lost:
                 _report(lost[0], checkpoint_dir)
-                _thread.interrupt_main()
+                end_driver(GRACE_S)
                 return
 
     thread = threading.Thread(target=run, name="verl_ext-node-watch", daemon=True)

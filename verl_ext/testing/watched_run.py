@@ -8,7 +8,9 @@ it left behind: processes still alive and shared-memory segments that nothing us
     assert run.leftover_processes() == [] and run.leftover_segments() == []
 
 Descendants are sampled while the run lives (twice a second), so a process that started and ended between two
-samples is not seen; every long-lived one (Ray's, vLLM's) is.
+samples is not seen; every long-lived one (Ray's, vLLM's) is. A run still alive when its test ends (a failed
+assertion, a timeout) is stopped with everything it started (``WatchedRun.stop_all``, called by the test suite after
+every test), so one failure does not leave a trainer running under the next tests.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class TreeSampler(threading.Thread):
 
 
 class WatchedRun:
+    _live: list["WatchedRun"] = []
+
     def __init__(self, cmd: list[str], cwd: Path, env: Optional[dict] = None, log: Optional[Path] = None):
         self.shm_before = shm.snapshot()
         self.log_path = Path(log or Path(cwd) / "console.log")
@@ -70,6 +74,37 @@ class WatchedRun:
         self._sampler = TreeSampler(self.proc.pid)
         self._sampler.start()
         self.seen = self._sampler.seen
+        WatchedRun._live.append(self)
+
+    def stop(self) -> bool:
+        """Kill the run and every process it started that is still alive; whether it was still running."""
+        running = self.proc.poll() is None
+        targets = list(self._descendants())  # those started since the last sample too
+        for (pid, created) in list(self.seen):
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == created:
+                    targets.append(p)
+            except psutil.Error:
+                continue
+        for p in [*targets, psutil.Process(self.proc.pid)] if running else targets:
+            try:
+                p.kill()
+            except psutil.Error:
+                continue
+        self.proc.wait()
+        self._sampler.stop()
+        if not self._log.closed:
+            self._log.close()
+        return running
+
+    @classmethod
+    def stop_all(cls) -> list[str]:
+        """Stop every run started so far that is still alive (the test suite calls it after each test); their
+        commands."""
+        stopped = [" ".join(map(str, run.proc.args[:4])) for run in cls._live if run.stop()]
+        cls._live.clear()
+        return stopped
 
     def _descendants(self) -> list[psutil.Process]:
         return self._sampler.descendants()
@@ -102,7 +137,8 @@ class WatchedRun:
     def wait(self) -> int:
         code = self.proc.wait()
         self._sampler.stop()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
         return code
 
     def leftover_processes(self) -> list[str]:
