@@ -64,6 +64,11 @@ def test_the_drivers_logger_and_verl_ext_settings_travel_to_a_clusters_workers(m
 
     from verl_ext.platform.cpu_config import _forward_driver_env
 
+    import os
+
+    for name in list(os.environ):  # only what this test sets (CI sets verl-ext variables of its own)
+        if name.startswith(("VERL_EXT_", "VERL_FILE_LOGGER_")):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("VERL_FILE_LOGGER_PATH", "/runs/x/metrics.jsonl")
     monkeypatch.setenv("VERL_EXT_GRADE_TIMEOUT_S", "7")
     monkeypatch.setenv("UNRELATED", "1")

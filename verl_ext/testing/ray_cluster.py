@@ -79,11 +79,38 @@ class LocalCluster:
         """Node loss: the node's raylet and everything on it die at once (no graceful drain)."""
         self.cluster.remove_node(node, allow_graceful=False)
 
+    def _processes(self) -> list:
+        """Every process of the cluster's nodes (GCS, raylets, their workers) that is alive now."""
+        import psutil
+
+        procs = []
+        nodes = [self.cluster.head_node, *self.cluster.worker_nodes] if self.cluster.head_node else []
+        for node in nodes:
+            for infos in getattr(node, "all_processes", {}).values():
+                for info in infos:
+                    with contextlib.suppress(psutil.Error, AttributeError):
+                        proc = psutil.Process(info.process.pid)
+                        procs += [proc, *proc.children(recursive=True)]
+        return procs
+
     def shutdown(self) -> None:
-        if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.cluster.shutdown()
-            self.cluster = None
+        """Take every node down and wait until each of its processes has exited (killed if Ray's own shutdown
+        left it: a busy machine can make Ray's graceful path give up)."""
+        import psutil
+
+        if self.cluster is None:
+            return
+        procs = self._processes()
+        try:
+            self.cluster.shutdown()
+        except Exception as err:  # noqa: BLE001 - what Ray did not stop is killed below; say why it was needed
+            print(f"verl_ext: Ray's cluster shutdown failed ({type(err).__name__}: {err}); killing its processes",
+                  file=sys.stderr)
+        self.cluster = None
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(procs)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
