@@ -25,23 +25,36 @@ def snapshot(root: Path = SHM) -> set[str]:
 
 
 def in_use(root: Path = SHM) -> set[str]:
-    """Names under ``root`` that some live process maps or holds open (read from /proc)."""
+    """Names under ``root`` that some live process maps or holds open (read from /proc).
+
+    Matched by inode, not by path: a named semaphore is built under a temporary name, mapped, then linked to its
+    ``sem.mp-*`` name, so /proc/PID/maps shows the temporary (deleted) path of a semaphore that is very much in use
+    (another run's vLLM engine starting: removing it made its spawned child fail to open it)."""
+    try:
+        dev = os.stat(root).st_dev
+    except OSError:
+        return set()
+    device = f"{os.major(dev):02x}:{os.minor(dev):02x}"
+    inodes: dict[int, str] = {}
+    for entry in root.iterdir():
+        try:
+            inodes[entry.stat().st_ino] = entry.name
+        except OSError:
+            continue  # removed meanwhile
     used: set[str] = set()
-    prefix = str(root) + "/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             for line in (proc / "maps").read_text().splitlines():
                 fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
-                path = fields[5] if len(fields) == 6 else ""
-                if path.startswith(prefix):
-                    used.add(path[len(prefix):].split(" ")[0])
+                if len(fields) >= 5 and fields[3] == device and int(fields[4]) in inodes:
+                    used.add(inodes[int(fields[4])])
             for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith(prefix):
-                    used.add(target[len(prefix):].split(" ")[0])
-        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError, OSError):
+                st = os.stat(fd)
+                if st.st_dev == dev and st.st_ino in inodes:
+                    used.add(inodes[st.st_ino])
+        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError, OSError, ValueError):
             continue  # the process ended while being read, or is not ours to read
     return used
 
