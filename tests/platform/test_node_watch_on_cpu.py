@@ -63,7 +63,11 @@ def _blocked_driver(mode: str) -> tuple[int, int]:
     import subprocess
     import sys
 
-    run = subprocess.run([sys.executable, "-c", BLOCKED, mode], capture_output=True, text=True, timeout=120)
+    import signal
+
+    # SIGINT at its default in the driver, as in a terminal (a CI lane's background job starts with it ignored).
+    run = subprocess.run([sys.executable, "-c", BLOCKED, mode], capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return run.returncode, int(run.stdout.split()[0])
 
 

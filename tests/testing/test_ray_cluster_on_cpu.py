@@ -16,15 +16,17 @@ pytestmark = pytest.mark.slow
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")
 
 
-def _ray_children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)
-            if any(name in " ".join(p.cmdline()) for name in ("raylet", "gcs_server"))}
+def _ray_children(temp_dir: str) -> set[int]:
+    """The cluster's own processes: those whose command line names its temporary folder (GCS, raylets, monitors),
+    and their descendants (the agents). Not any other Ray this test process started (a session's local Ray)."""
+    own = [p for p in psutil.Process().children(recursive=True) if temp_dir in " ".join(p.cmdline())]
+    return {q.pid for p in own for q in [p, *p.children(recursive=True)]}
 
 
 def test_nodes_declare_cpus_and_slots_and_go_away_when_the_body_fails():
     with pytest.raises(RuntimeError, match="inside"):
         with LocalCluster(nodes=2, cpus_per_node=3, gpus_per_node=1) as cluster:
-            started = _ray_children()
+            started = _ray_children(cluster.temp_dir)
             code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
                     "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))") % cluster.address
             run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)

@@ -32,3 +32,18 @@ def test_a_finished_run_is_not_reported_as_stopped(tmp_path):
     run = WatchedRun([sys.executable, "-c", "print('done')"], cwd=tmp_path)
     assert run.wait() == 0
     assert WatchedRun.stop_all() == []
+
+
+def test_an_interrupt_reaches_the_run_even_when_this_process_ignores_it(tmp_path):
+    """A CI lane runs as a shell's background job, which starts with SIGINT ignored; the run must still see the
+    interrupt a user's terminal would deliver."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = WatchedRun([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"], cwd=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    run.wait_for(lambda: "up" in run.log(), what="the run's start")
+    run.interrupt()
+    assert run.wait() != 0 and "KeyboardInterrupt" in run.log()

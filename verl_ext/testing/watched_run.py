@@ -63,6 +63,28 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
+def _await_exit(procs: list, bound_s: float = 60.0) -> None:
+    """Until every process of ``procs`` (killed) has exited or is a zombie (its parent reaps it, or init does);
+    bounded, since a zombie whose parent never reaps it stays one."""
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.Error:
+                continue
+        if not alive:
+            return
+        procs = alive
+        time.sleep(0.1)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class WatchedRun:
     _live: list["WatchedRun"] = []
 
@@ -70,7 +92,10 @@ class WatchedRun:
         self.shm_before = shm.snapshot()
         self.log_path = Path(log or Path(cwd) / "console.log")
         self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        # SIGINT back to its default in the run: a shell's background job (a CI lane) starts with it ignored, which
+        # Python then keeps, and the run would ignore an interrupt a user's terminal delivers.
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_default_sigint)
         self._sampler = TreeSampler(self.proc.pid)
         self._sampler.start()
         self.seen = self._sampler.seen
@@ -93,6 +118,7 @@ class WatchedRun:
             except psutil.Error:
                 continue
         self.proc.wait()
+        _await_exit(targets)
         self._sampler.stop()
         if not self._log.closed:
             self._log.close()
