@@ -104,7 +104,7 @@ def _curve_axes(ax, curve: list, budgets: dict, label_static: bool, label_routed
     n = curve[0]["n"]
     xs = [p["msr"] for p in curve]
     ax.plot(xs, [p["acc_mean"] for p in curve], "-", color=COLORS["static"], alpha=alpha, marker=".",
-            label="best static mask (greedy, every head count)" if label_static else None)
+            label="best static mask (searched, every head count)" if label_static else None)
     for b, (budget, r) in enumerate(sorted(budgets.items(), key=lambda kv: float(kv[0]))):
         lows, highs = zip(*[wilson_interval(r["routed"][t]["correct"], r["routed"][t]["n"]) for t in TASKS])
         low, high = sum(lows) / 2, sum(highs) / 2  # the mean of the two tasks' intervals (each n answers)
