@@ -52,7 +52,8 @@ RECIPE_VERSION = 1  # bump when the model recipe changes, so cached models are r
 @dataclasses.dataclass(frozen=True)
 class Size:
     steps: int = 40              # training steps per run (8 questions each)
-    val_every: int = 5           # validation and a checkpoint every val_every steps
+    val_every: int = 10          # validation and a checkpoint every val_every steps (the pilot's 5 spent as many
+                                 # generations on validation as on training: 9 x 36 x 16 against 40 x 8 x 20)
     warm_steps: int = 1000       # supervised warm start
     redo_share: float = 0.02     # of the warm start's examples: a failed check, then the redo phrase
     num_train: int = 64
@@ -164,12 +165,21 @@ def run_seed(seed: int, size: Size, out: Path) -> dict:
         print(f"seed {seed}: done before, read from {done}", flush=True)
         return json.loads(done.read_text())
     start = time.perf_counter()
+    phase_s = {}  # where a seed's time goes: what the whole experiment's budget is spent on
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        phase_s[name] = round(now - since, 1)
+        return now
+
     model_dir = prepare_model(out / ".cache", size, seed)
+    t = lap("warm_start", start)
     data = pick_check.write_parquet(out / f"data-s{seed}", size.num_train, size.num_val, seed)
     work = out / f"seed-{seed}"
     work.mkdir(parents=True, exist_ok=True)
     result = {"seed": seed, "model": str(model_dir)}
     result["premise"] = premise(model_dir, data[1], work / "premise", size, seed)
+    t = lap("premise", t)
     p = result["premise"]
     print(f"seed {seed}: premise on the warm start: restart {p['restart_success']:.3f}, continuation after a wrong "
           f"start {p['continuation_success']:.3f} (x{p['premise_ratio']:.1f}), check right {p['check_truth']:.3f}",
@@ -182,6 +192,7 @@ def run_seed(seed: int, size: Size, out: Path) -> dict:
     result["curves"], runs = {}, {}
     for method in METHODS:
         runs[method] = train(method, model_dir, data, out, size, seed)
+        t = lap(f"train_{method}", t)
         result["curves"][method] = curve(runs[method])
         result[f"run_dir_{method}"] = str(runs[method])
     c = result["curves"]
@@ -198,11 +209,18 @@ def run_seed(seed: int, size: Size, out: Path) -> dict:
         evaluated[f"{method}_last"] = (method, checkpoint(run_dir, size.steps), run_dir)
         evaluated[f"{method}_best"] = (method, checkpoint(run_dir, best), run_dir)
         result[f"best_step_{method}"] = best
-    result["eval"] = {name: evaluate_checkpoint(path, data[1], work / name, size, seed, config)
-                      for name, (_, path, config) in evaluated.items()}
+    result["eval"] = {}
+    for name, (_, path, config) in evaluated.items():
+        same = next((n for n, (_, q, _) in evaluated.items() if q == path and n in result["eval"]), None)
+        # the best checkpoint is often the last: one evaluation serves both (same weights, same seed)
+        result["eval"][name] = (result["eval"][same] if same else
+                                evaluate_checkpoint(path, data[1], work / name, size, seed, config))
+    t = lap("evaluation_chain", t)
     result["section3"] = {"start": p["section3"],
                           "re2_last": section3(evaluated["re2_last"][1], data[1], work / "section3_re2_last",
                                                size, seed, runs["re2"])}
+    lap("section3", t)
+    result["phase_s"] = phase_s
     result["wall_s"] = round(time.perf_counter() - start, 1)
     print(f"seed {seed}: redo rate {result['redo_rate_start']:.3f} -> {result['redo_rate_end']:.3f}; at "
           f"{budget:.0f} tokens accuracy Re² {result['acc_re2_end']:.3f}, baseline {result['acc_baseline_end']:.3f} "
@@ -222,6 +240,9 @@ def summarise(results: list[dict], size: Size, wall: float) -> dict:
                "premise_ratio": _mean(r["premise"]["premise_ratio"] for r in results),
                "check_truth": _mean(r["premise"]["check_truth"] for r in results),
                "gate_failed_seeds": [r["seed"] for r in results if "gate_failed" in r], "wall_s": round(wall, 1)}
+    phases = sorted({k for r in results for k in r.get("phase_s", {})})
+    summary["phase_s_mean"] = {k: round(_mean(r["phase_s"].get(k) for r in results if "phase_s" in r), 1)
+                               for k in phases}
     if not trained:
         return summary
     gains = [r["acc_gain"] for r in trained]

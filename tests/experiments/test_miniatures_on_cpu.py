@@ -114,6 +114,12 @@ def test_re2_miniature_quick(tmp_path):
         curve = result["curves"][method]
         assert curve["steps"] == [0, 1] and curve["tokens"][0] == 0 and curve["tokens"][1] > 0, method
     assert set(result["section3"]) == {"start", "re2_last"}
+    # one step: the best validation checkpoint is the last one, evaluated once and reported under both names
+    assert result["best_step_re2"] == 1 and result["eval"]["re2_best"] == result["eval"]["re2_last"]
+    assert not (out / "seed-0" / "re2_best").exists() and (out / "seed-0" / "re2_last" / "tts").is_dir()
+    phases = {"warm_start", "premise", "train_re2", "train_baseline", "evaluation_chain", "section3"}
+    assert set(result["phase_s"]) == set(summary["phase_s_mean"]) == phases
+    assert sum(result["phase_s"].values()) <= result["wall_s"] + 1.0
     for png in ("learning_curves.png", "tts.png", "section3.png"):
         assert (out / png).stat().st_size > 5000, png
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
