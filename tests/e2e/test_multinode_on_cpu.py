@@ -17,7 +17,6 @@ changes the sampled tokens (seen: step-1 score mean 0.500 on two nodes vs 0.475 
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,17 +62,6 @@ def _steps(metrics: Path) -> dict[int, dict]:
     return {r["step"]: r["data"] for r in read_metrics(metrics) if "timing_s/step" in r["data"]}
 
 
-def _actor_nodes(address: str) -> dict[str, set[str]]:
-    """{actor class: node ids it ran on} for every actor the cluster has seen (Ray's GCS actor table)."""
-    code = ("import json, ray; from ray._private import state; ray.init(address=%r, logging_level='ERROR'); "
-            "out = {}; [out.setdefault(a['ActorClassName'], set()).add(a['Address']['NodeID']) "
-            "for a in state.actors().values() if a.get('Address', {}).get('NodeID')]; "
-            "print(json.dumps({k: sorted(v) for k, v in out.items()}))") % address
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, **ENV))
-    assert run.returncode == 0, run.stderr[-2000:]
-    return {k: set(v) for k, v in json.loads(run.stdout.strip().splitlines()[-1]).items()}
-
-
 @pytest.fixture(scope="module")
 def cache(smoke_cache):
     return smoke_cache
@@ -86,7 +74,7 @@ def two_nodes(tmp_path_factory, cache):
         run = _main_job(tmp_path_factory.mktemp("two_nodes"), cache, address=cluster.address)
         summary = _summary(run)
         assert run.leftover_processes() == [] and run.leftover_segments() == []
-        return summary, _actor_nodes(cluster.address), set(cluster.node_ids())
+        return summary, cluster.actor_nodes(), set(cluster.node_ids())
 
 
 def test_ranks_land_on_both_nodes(two_nodes):

@@ -108,3 +108,42 @@ def test_engine_is_registered_under_its_own_model_type():
 
     assert "elastic_language_model" in EngineRegistry._engines
     assert EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__ == "FSDPEngineWithLMHead"
+
+
+def test_seed_is_validated():
+    assert RouterTrainingConfig(seed=3).seed == 3
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="elastic.seed"):
+            RouterTrainingConfig(seed=bad)
+
+
+def test_gumbel_noise_follows_the_seeded_generator_not_the_global_one(tmp_path):
+    """Router training's noise comes from the generator the engine seeds (seed + rank): the same seed gives the
+    same training decisions whatever the process drew from torch's global generator before; another seed differs."""
+    from transformers import AutoModelForCausalLM
+
+    from verl_ext.elastic_attention.hf import ElasticAttentionConfig, enable_elastic_attention
+    from verl_ext.elastic_attention.state import (elastic_decisions, set_noise_generator, set_prompt_lengths,
+                                                  set_router_temperature)
+    from verl_ext.testing.tiny_model import TinyModelSpec
+
+    model_dir = build_tiny_model(tmp_path / "m", TinyModelSpec(arch="qwen3", hidden=64, heads=4, kv_heads=2, layers=4))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = enable_elastic_attention(model, ElasticAttentionConfig(sink=2, window=4, pool_budget=4)).train()
+    ids = torch.randint(5, 200, (16, 24), generator=torch.Generator().manual_seed(1))
+    set_prompt_lengths(model, torch.full((16,), 12))
+    set_router_temperature(model, 1.0)
+
+    def decisions(seed: int, global_draws: int) -> torch.Tensor:
+        torch.rand(global_draws)  # what else the process drew before
+        set_noise_generator(model, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            model(input_ids=ids)
+        return elastic_decisions(model).clone()
+
+    first = decisions(7, 0)
+    assert torch.equal(first, decisions(7, 1000))
+    assert not torch.equal(first, decisions(8, 0))  # 16 x 4 layers x 2 heads coin flips near 50/50
+    set_noise_generator(model, None)  # back to torch's global generator
+    assert all(layer.self_attn.elastic.generator is None for layer in model.model.layers)

@@ -18,6 +18,7 @@
 | ``router_objective`` | router training's objective: ``SparsityLagrangian``, ``training_omega``, ``freeze_backbone`` |
 | ``router_engine`` | router training in verl's SFT trainer: ``RouterTrainingConfig``, ``ElasticRouterEngine``, loss |
 | ``train_routers`` | the router-training command (verl's SFT trainer with the router engine) |
+| ``train_routers_ray`` | the same on a Ray cluster (verl's Ray SFT trainer, one router worker per rank) |
 | ``sft_data`` | router-training samples (task ids, prompt masks) and the released data's conversion |
 | ``adapter`` / ``router_names`` | router weights as a safetensors adapter; router parameter names in every layout |
 | ``metrics`` / ``report`` | Omega_MSR and Omega_ESR; the routing report command |

@@ -103,7 +103,7 @@ def decide(attn, layout: Layout, training: bool) -> torch.Tensor:
         if fixed is not None:
             return fixed
         return route_inference(router_logits(attn, layout))
-    return route_train(router_logits(attn, layout), state.tau, noise=state.noise)
+    return route_train(router_logits(attn, layout), state.tau, generator=state.generator, noise=state.noise)
 
 
 def dense_from(state: ElasticLayerState, layout: Layout, q: torch.Tensor) -> Optional[torch.Tensor]:

@@ -29,7 +29,8 @@ from verl_ext.elastic_attention.hf import enable_elastic_attention
 from verl_ext.elastic_attention.metrics import msr
 from verl_ext.elastic_attention.router import tau_cosine, tau_exponential
 from verl_ext.elastic_attention.router_names import is_router
-from verl_ext.elastic_attention.state import elastic_decisions, set_prompt_lengths, set_router_temperature
+from verl_ext.elastic_attention.state import (elastic_decisions, set_noise_generator, set_prompt_lengths,
+                                              set_router_temperature)
 from verl_ext.elastic_attention.router_objective import SparsityLagrangian, freeze_backbone, training_omega
 
 
@@ -49,6 +50,7 @@ class RouterTrainingConfig:
     lm_loss: str = "all"
     adapter_init: Optional[str] = None
     adapter_out: Optional[str] = None
+    seed: int = 0
     attention: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -63,6 +65,8 @@ class RouterTrainingConfig:
         if self.lm_loss not in ("all", "answer"):
             raise ValueError(f"elastic.lm_loss={self.lm_loss!r} must be 'all' (every token, official code) or "
                              "'answer'.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"elastic.seed={self.seed!r} must be an integer >= 0 (router init and Gumbel noise).")
         if self.lambda_lr <= 0 or self.lambda_init_max < 0 or not 0 < self.tau_min <= self.tau_max:
             raise ValueError("elastic.lambda_lr > 0, elastic.lambda_init_max >= 0 and 0 < tau_min <= tau_max needed.")
         self.attention_config()  # validates the attention block
@@ -125,7 +129,10 @@ class ElasticRouterEngine(_engine_base()):
         # TrainingWorker stamps the registry key on the model config; the module itself is an ordinary LM.
         self.model_config.model_type = "language_model"
         module = super()._build_module()
-        enable_elastic_attention(module, settings.attention_config())
+        # Every rank draws the same initial routers, whatever the process drew before (FSDP shards them as built).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            enable_elastic_attention(module, settings.attention_config())
         if settings.adapter_init:
             from verl_ext.elastic_attention.adapter import load_router_adapter
 
@@ -139,7 +146,16 @@ class ElasticRouterEngine(_engine_base()):
         # Built on the CPU; it joins the routers' device once FSDP has placed them (_build_optimizer).
         self._router_start = None
         self._training_pass = False
+        self._noise_generator = None
         return module
+
+    def _seed_noise(self, device) -> None:
+        """Rank r draws its Gumbel noise from seed + r: a run's noise depends on the seed and the rank, not on
+        which node or process the rank runs in (one node or several, torchrun or Ray)."""
+        if self._noise_generator is None:
+            rank = dist.get_rank() if dist.is_initialized() else 0
+            self._noise_generator = torch.Generator(device=device).manual_seed(self._settings().seed + rank)
+            set_noise_generator(self.module, self._noise_generator)
 
     def _lagrangian_to(self, device):
         if next(self.lagrangian.parameters()).device != device:
@@ -165,6 +181,7 @@ class ElasticRouterEngine(_engine_base()):
         total = self.optimizer_config.total_training_steps
         set_router_temperature(self.module, None if forward_only else settings.tau(step, total))
         self._training_pass = not forward_only
+        self._seed_noise(next(p for p in self.module.parameters() if p.requires_grad).device)
         if self._router_start is None:
             self._router_start = {n: _local(p.detach()).clone() for n, p in self.module.named_parameters()
                                   if is_router(n)}

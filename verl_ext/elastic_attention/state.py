@@ -25,6 +25,8 @@ class ElasticLayerState:
     what ``layer.routed_attention`` routes on. ``decisions``: the last routing, (S, H_kv)
     (1 = retrieval / full). ``soft_decisions``: the straight-through decisions of a training forward (with gradient).
     ``tau``: Gumbel temperature; set, the layer runs the training forward. ``noise``: Gumbel noise in training.
+    ``generator``: where the Gumbel noise is drawn from (one generator shared by every layer of a model, so a seed
+    fixes a run's noise whatever else draws random numbers in the process), or None: torch's global generator.
     ``prompt_lengths``: (S,) prompt length of each packed sequence (the rest is response). ``segments``: cu_seqlens
     of the current forward's packed row (set once per forward for every layer), or None. ``block_mask``: the
     XAttention block masks (S, Hq, nb, nb) of the last inference forward, when it had block-sparse heads.
@@ -38,6 +40,7 @@ class ElasticLayerState:
     soft_decisions: Optional[torch.Tensor] = None
     tau: Optional[float] = None
     noise: bool = True
+    generator: Optional[torch.Generator] = None
     prompt_lengths: Optional[torch.Tensor] = None
     segments: Optional[torch.Tensor] = None
     block_mask: Optional[torch.Tensor] = None
@@ -73,6 +76,12 @@ def elastic_layers(model) -> list:
     if missing:
         raise ValueError(f"layers {missing} have no Elastic Attention; call enable_elastic_attention first.")
     return layers
+
+
+def set_noise_generator(model, generator: Optional[torch.Generator]) -> None:
+    """Draw every layer's Gumbel noise from ``generator`` (on the model's device), or None: the global one."""
+    for attn in elastic_layers(model):
+        attn.elastic.generator = generator
 
 
 def set_router_temperature(model, tau: Optional[float], noise: Optional[bool] = None) -> None:

@@ -24,28 +24,12 @@ class ElasticRouterTrainer(SFTTrainer):
     """verl's SFT trainer with the router engine and the Lagrangian loss; everything else is verl's."""
 
     def _build_engine(self):
-        from verl.workers.engine_workers import TrainingWorker, TrainingWorkerConfig
+        from verl.workers.engine_workers import TrainingWorker
 
-        self.elastic_settings = RouterTrainingConfig.from_config(self.config.get("elastic"))
-        if list(self.config.data.get("elastic_tasks") or []) != list(self.elastic_settings.tasks):
-            raise ValueError(f"data.elastic_tasks {list(self.config.data.get('elastic_tasks') or [])} must equal "
-                             f"elastic.tasks {list(self.elastic_settings.tasks)} (same names, same order).")
-        config = TrainingWorkerConfig(
-            model_type=ENGINE_MODEL_TYPE,
-            model_config=self.model_config,
-            engine_config=self.engine_config,
-            optimizer_config=self.optimizer_config,
-            checkpoint_config=self.checkpoint_config,
-            profiler_config=self.profiler_config,
-        )
-        self.training_client = TrainingWorker(config=config)
+        self.elastic_settings = router_settings(self.config)
+        self.training_client = TrainingWorker(config=router_worker_config(self))
         self.engine = self.training_client.engine
-        if not isinstance(self.engine, ElasticRouterEngine):
-            raise RuntimeError(f"the engine registry built {type(self.engine).__name__} for {ENGINE_MODEL_TYPE!r}; "
-                               "is the verl_ext plugin loaded (VERL_USE_EXTERNAL_PLUGINS)?")
-        # The module is built later (SFTTrainer._init_engine -> TrainingWorker.reset), after the settings are in.
-        self.engine.settings = self.elastic_settings
-        self.training_client.set_loss_fn(loss_fn=partial(elastic_router_loss, engine=self.engine))
+        self.training_client.set_loss_fn(loss_fn=install_objective(self.engine, self.elastic_settings))
 
     def fit(self):
         super().fit()
@@ -53,21 +37,60 @@ class ElasticRouterTrainer(SFTTrainer):
 
     def export_adapter(self) -> Path:
         """The trained routers as an adapter file, and the multipliers beside it (lagrangian.json)."""
-        import json
-
-        from verl_ext.elastic_attention.adapter import save_router_adapter
-
-        path = Path(self.elastic_settings.adapter_out or
-                    Path(self.config.trainer.default_local_dir) / "router_adapter.safetensors")
-        tensors = self.engine.router_state_dict()  # every rank gathers (a collective); rank 0 writes
-        if self.rank == 0:
-            save_router_adapter(self.engine.module, path, router_params=tensors)
-            lam = self.engine.lagrangian
-            path.with_name("lagrangian.json").write_text(json.dumps({
-                "tasks": list(self.elastic_settings.tasks), "targets": list(self.elastic_settings.targets),
-                "lambda1": lam.lambda1.detach().cpu().tolist(), "lambda2": lam.lambda2.detach().cpu().tolist()}))
-            print(f"router adapter written to {path}")
+        path = adapter_path(self.config, self.elastic_settings)
+        write_adapter(self.engine, path, write=self.rank == 0)
         return path
+
+
+def router_settings(config) -> RouterTrainingConfig:
+    """The validated ``elastic`` block; the dataset's task names must be the same list."""
+    settings = RouterTrainingConfig.from_config(config.get("elastic"))
+    if list(config.data.get("elastic_tasks") or []) != list(settings.tasks):
+        raise ValueError(f"data.elastic_tasks {list(config.data.get('elastic_tasks') or [])} must equal "
+                         f"elastic.tasks {list(settings.tasks)} (same names, same order).")
+    return settings
+
+
+def router_worker_config(trainer):
+    """verl's TrainingWorkerConfig for the router engine, from an SFT trainer's parsed config blocks."""
+    from verl.workers.engine_workers import TrainingWorkerConfig
+
+    return TrainingWorkerConfig(model_type=ENGINE_MODEL_TYPE, model_config=trainer.model_config,
+                                engine_config=trainer.engine_config, optimizer_config=trainer.optimizer_config,
+                                checkpoint_config=trainer.checkpoint_config, profiler_config=trainer.profiler_config)
+
+
+def install_objective(engine, settings: RouterTrainingConfig):
+    """Give the engine its settings and return the loss function the worker trains with. Called where the engine
+    lives (this process under torchrun, each Ray worker), between building the engine and initialising it: the
+    module is built at initialisation (TrainingWorker.reset), after the settings are in."""
+    if not isinstance(engine, ElasticRouterEngine):
+        raise RuntimeError(f"the engine registry built {type(engine).__name__} for {ENGINE_MODEL_TYPE!r}; is the "
+                           "verl_ext plugin loaded (VERL_USE_EXTERNAL_PLUGINS)?")
+    engine.settings = settings
+    return partial(elastic_router_loss, engine=engine)
+
+
+def adapter_path(config, settings: RouterTrainingConfig) -> Path:
+    return Path(settings.adapter_out or Path(config.trainer.default_local_dir) / "router_adapter.safetensors")
+
+
+def write_adapter(engine: ElasticRouterEngine, path: Path, write: bool) -> None:
+    """The trained routers as an adapter file, and the multipliers beside it (lagrangian.json). Every rank calls it
+    (gathering the sharded routers is a collective); the one with ``write`` writes."""
+    import json
+
+    from verl_ext.elastic_attention.adapter import save_router_adapter
+
+    tensors = engine.router_state_dict()
+    if not write:
+        return
+    settings, lam = engine.settings, engine.lagrangian
+    save_router_adapter(engine.module, path, router_params=tensors)
+    path.with_name("lagrangian.json").write_text(json.dumps({
+        "tasks": list(settings.tasks), "targets": list(settings.targets),
+        "lambda1": lam.lambda1.detach().cpu().tolist(), "lambda2": lam.lambda2.detach().cpu().tolist()}))
+    print(f"router adapter written to {path}")
 
 
 def _init_process_group() -> None:

@@ -99,13 +99,23 @@ def prepare_cpu_config(config: DictConfig) -> list[str]:
             )
 
         slots = _required_rank_slots(config)
+        changes += prepare_ray_init(config, slots, _required_logical_cpus(config, slots))
+    return changes
+
+
+def prepare_ray_init(config: DictConfig, slots: int, cpus: int) -> list[str]:
+    """``ray_kwargs.ray_init`` for a run on the CPU platform that needs ``slots`` logical rank slots and ``cpus``
+    logical CPUs (in place; returns what was changed). Connecting to an existing cluster, the cluster is checked and
+    the driver's settings travel in the runtime environment; otherwise the slots and CPUs are declared for the Ray
+    instance verl starts."""
+    changes: list[str] = []
+    with open_dict(config):
         ray_init = config.setdefault("ray_kwargs", {}).setdefault("ray_init", {})
         env_vars = (ray_init.get("runtime_env") or {}).get("env_vars") or {}
         for name in list(env_vars):
             if not isinstance(env_vars[name], str):  # hydra reads VAR=0 as an int; Ray refuses anything but str
                 env_vars[name] = str(env_vars[name])
                 changes.append(f"ray_kwargs.ray_init.runtime_env.env_vars.{name}={env_vars[name]!r} (a string)")
-        cpus = _required_logical_cpus(config, slots)
         if cluster_address(ray_init)[0] is not None:  # an existing cluster: its nodes declare slots and CPUs
             changes += check_cluster(ray_init, int(_get(config, "trainer.nnodes", 1)),
                                      int(_get(config, "trainer.n_gpus_per_node", 1)), cpus)

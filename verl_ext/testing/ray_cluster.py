@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -74,6 +75,19 @@ class LocalCluster:
     def node_ids(self) -> list[str]:
         """Ray node ids (hex, as ``ray.nodes()`` and the actor table give them), the head first."""
         return [self.cluster.head_node.node_id] + [n.node_id for n in self.worker_nodes]
+
+    def actor_nodes(self) -> dict[str, set[str]]:
+        """{actor class: node ids it ran on} for every actor the cluster has seen (Ray's GCS actor table), read
+        from a separate process so the caller need not connect."""
+        code = ("import json, ray; from ray._private import state; ray.init(address=%r, logging_level='ERROR'); "
+                "out = {}; [out.setdefault(a['ActorClassName'], set()).add(a['Address']['NodeID']) "
+                "for a in state.actors().values() if a.get('Address', {}).get('NodeID')]; "
+                "print(json.dumps({k: sorted(v) for k, v in out.items()}))") % self.address
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+        if run.returncode != 0:
+            raise RuntimeError(f"reading the actor table of {self.address} failed: {run.stderr[-2000:]}")
+        return {k: set(v) for k, v in json.loads(run.stdout.strip().splitlines()[-1]).items()}
 
     def kill_node(self, node) -> None:
         """Node loss: the node's raylet and everything on it die at once (no graceful drain)."""

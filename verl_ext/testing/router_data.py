@@ -1,8 +1,12 @@
 """A small router-training set for CPU runs: chat rows in two task classes with prompts long enough (30-60 words)
-that the streaming window of the CPU smoke config leaves sparse heads something to skip."""
+that the streaming window of the CPU smoke config leaves sparse heads something to skip.
+
+    python -m verl_ext.testing.router_data OUT.parquet [--rows 32 --seed 0]
+"""
 
 from __future__ import annotations
 
+import argparse
 import random
 from pathlib import Path
 
@@ -30,3 +34,16 @@ def write_router_training_data(path: str | Path, rows: int = 32, seed: int = 0,
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(records).to_parquet(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--rows", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(write_router_training_data(args.out, rows=args.rows, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
