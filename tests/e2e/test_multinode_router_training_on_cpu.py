@@ -7,14 +7,14 @@ router worker (``verl_ext.elastic_attention.train_routers_ray``), one rank per n
   same initial routers and per-rank Gumbel noise (``elastic.seed``, seed + rank) wherever they run, and a two-rank
   all-reduce adds two numbers, which floating point does the same in either order.
 - The routers learned (moved, multipliers rose), so the equality is not two idle runs agreeing.
-- A cluster with fewer rank slots than ``trainer.nnodes x trainer.n_gpus_per_node`` is refused in seconds, naming
-  the fields and the numbers, before a model loads.
+- A cluster with fewer rank slots than ``trainer.nnodes x trainer.n_gpus_per_node`` is refused before Ray places a
+  worker or a model loads, naming the fields and the numbers (no time is asserted: a busy machine only slows the
+  imports; measured 10-20 s on 2 cores).
 """
 
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -72,11 +72,10 @@ def two_nodes(tmp_path_factory, inputs):
         steps, adapter = _finished(_train(out, inputs, "trainer.nnodes=2", "trainer.n_gpus_per_node=1",
                                           address=cluster.address), out)
         placement, node_ids = cluster.actor_nodes(), set(cluster.node_ids())
-        started = time.monotonic()
         refused = _train(out / "three", inputs, "trainer.nnodes=3", "trainer.n_gpus_per_node=1",
                          address=cluster.address)
-        refused_code, refused_after = refused.wait(), time.monotonic() - started
-    return steps, adapter, placement, node_ids, (refused_code, refused_after, refused.log())
+        refused_result = (refused.wait(), refused.log())
+    return steps, adapter, placement, node_ids, refused_result
 
 
 def test_router_ranks_land_on_both_nodes(two_nodes):
@@ -109,7 +108,7 @@ def test_the_routers_learned_on_two_nodes(two_nodes):
 
 
 def test_too_few_slots_refused_before_any_model_loads(two_nodes):
-    code, after, log = two_nodes[4]
-    assert code != 0 and after < 30, (code, after)
+    code, log = two_nodes[4]
+    assert code != 0
     assert "trainer.nnodes=3 x trainer.n_gpus_per_node=1" in log and "2 alive node(s)" in log, log[-3000:]
-    assert "Loading weights" not in log
+    assert "Loading weights" not in log and "ElasticRouterWorker" not in log  # no worker placed, no model loaded
