@@ -149,11 +149,13 @@ class ElasticRouterEngine(_engine_base()):
         self._noise_generator = None
         return module
 
-    def _seed_noise(self, device) -> None:
+    def _seed_noise(self) -> None:
         """Rank r draws its Gumbel noise from seed + r: a run's noise depends on the seed and the rank, not on
-        which node or process the rank runs in (one node or several, torchrun or Ray)."""
+        which node or process the rank runs in (one node or several, torchrun or Ray). Once, at the first forward
+        (the routers' device is known only after FSDP has placed them)."""
         if self._noise_generator is None:
             rank = dist.get_rank() if dist.is_initialized() else 0
+            device = next(p for p in self.module.parameters() if p.requires_grad).device
             self._noise_generator = torch.Generator(device=device).manual_seed(self._settings().seed + rank)
             set_noise_generator(self.module, self._noise_generator)
 
@@ -181,7 +183,7 @@ class ElasticRouterEngine(_engine_base()):
         total = self.optimizer_config.total_training_steps
         set_router_temperature(self.module, None if forward_only else settings.tau(step, total))
         self._training_pass = not forward_only
-        self._seed_noise(next(p for p in self.module.parameters() if p.requires_grad).device)
+        self._seed_noise()
         if self._router_start is None:
             self._router_start = {n: _local(p.detach()).clone() for n, p in self.module.named_parameters()
                                   if is_router(n)}
