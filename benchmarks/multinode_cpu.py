@@ -11,9 +11,15 @@ gloo between ranks placed by different raylets); it is not a network figure. No 
 
 - ``step_s``: the median of verl's ``timing_s/step`` over steps 2.. (step 1 warms up); ``update_s`` likewise for
   ``timing_s/update_actor`` (the step's gloo all-reduces);
+- ``rest_s``: the median of the step less its generation (``timing_s/gen``): the weight sync, log-probs and update,
+  everything a node layout can change. Generation is the same work in both layouts (every request carries its own
+  seed, so both draw the same tokens; ``same_samples``: per step, equal token counts, scores and losses), but how
+  two rollout replicas share 2 cores swings its time ~2x from run to run, so ``rest_ratio`` is the stable
+  whole-step comparison;
 - ``wall_s``: launch to exit, Ray and the workers' start included.
 
-The headline is ``step_ratio`` = two nodes / one node. The last line is one JSON object.
+The headline is ``step_ratio`` = two nodes / one node, with ``rest_ratio`` and ``update_ratio``. The last line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ def measure(out: Path, layout: str, steps: int, extra: list[str]) -> dict:
     steady = records[1:]
     return {"layout": layout, "step_s": round(statistics.median(d["timing_s/step"] for d in steady), 3),
             "update_s": round(statistics.median(d.get("timing_s/update_actor", float("nan")) for d in steady), 3),
+            "rest_s": round(statistics.median(d["timing_s/step"] - d["timing_s/gen"] for d in steady), 3),
+            "gen_s": [round(d["timing_s/gen"], 2) for d in records],
+            "tokens": [d.get("re2/generated_tokens") for d in records],
+            "samples": [(d.get("re2/generated_tokens"), d.get("critic/score/mean"), d.get("actor/pg_loss"))
+                        for d in records],
             "first_step_s": round(records[0]["timing_s/step"], 3), "wall_s": round(result["wall_s"], 1),
             "run_dir": str(result["run_dir"])}
 
@@ -57,11 +68,15 @@ def main() -> None:
         two = measure(out, "two_nodes", args.steps, ["trainer.nnodes=2", "trainer.n_gpus_per_node=1",
                                                      f"+ray_kwargs.ray_init.address={cluster.address}"])
     for row in (one, two):
-        print(f"{row['layout']}: step {row['step_s']:.2f} s (update {row['update_s']:.2f} s), first step "
-              f"{row['first_step_s']:.2f} s, wall {row['wall_s']:.0f} s", flush=True)
+        print(f"{row['layout']}: step {row['step_s']:.2f} s (without generation {row['rest_s']:.2f} s, update "
+              f"{row['update_s']:.2f} s), generation per step {row['gen_s']} s for {row['tokens']} tokens, first "
+              f"step {row['first_step_s']:.2f} s, wall {row['wall_s']:.0f} s", flush=True)
     print(json.dumps({"step_ratio": round(two["step_s"] / one["step_s"], 3),
+                      "rest_ratio": round(two["rest_s"] / one["rest_s"], 3),
                       "update_ratio": round(two["update_s"] / one["update_s"], 3),
+                      "same_samples": one["samples"] == two["samples"],
                       "step_s": {"one_node": one["step_s"], "two_nodes": two["step_s"]},
+                      "rest_s": {"one_node": one["rest_s"], "two_nodes": two["rest_s"]},
                       "wall_s_runs": {"one_node": one["wall_s"], "two_nodes": two["wall_s"]},
                       "steps": args.steps, "wall_s": round(time.perf_counter() - start, 1)}))
 

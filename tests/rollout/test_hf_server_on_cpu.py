@@ -167,3 +167,23 @@ def test_sampling_depends_on_the_request_not_on_when_it_arrives(replica, prompt)
     ray.get(server.set_global_steps.remote(4))
     refs = [server.generate.remote(prompt_ids=prompt, sampling_params=sample, request_id=f"n{i}") for i in range(4)]
     assert sorted(tuple(o.token_ids) for o in ray.get(refs)) != alone
+
+
+def test_replicas_draw_apart_unless_the_request_carries_its_seed(ray_cluster, rollout_configs, replica, prompt):
+    """Two replicas serving copies of one prompt (two ranks, least-loaded routing) draw different sequences, not the
+    same one twice; a request that carries its own seed draws the same tokens on either."""
+    rollout, model = rollout_configs
+    other = HFReplica(replica_rank=8, config=rollout, model_config=model, gpus_per_node=1)
+    asyncio.run(other.launch_servers())
+    sample = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": False, "max_tokens": 8, "ignore_eos": True}
+    try:
+        def first_draw(server, **extra):
+            ray.get(server.set_global_steps.remote(59))  # new weights: a fresh count for the prompt on this replica
+            ray.get(server.set_global_steps.remote(60))
+            return tuple(_generate(server, prompt, dict(sample, **extra), request_id="d").token_ids)
+
+        assert first_draw(replica.server_handle) != first_draw(other.server_handle)
+        assert first_draw(replica.server_handle) == first_draw(replica.server_handle)  # each replica reproducible
+        assert first_draw(replica.server_handle, seed=5) == first_draw(other.server_handle, seed=5)
+    finally:
+        ray.kill(other.servers[0])

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from verl_ext.rollout.sampling import SamplingParams, apply_repetition_penalty, filter_top_k_top_p, sample_next_tokens
+from verl_ext.rollout.sampling import (
+    SamplingParams,
+    apply_repetition_penalty,
+    filter_top_k_top_p,
+    sample_next_tokens,
+    stable_seed,
+)
 
 
 def _reference_filter(row: torch.Tensor, k: int, p: float) -> torch.Tensor:
@@ -95,3 +101,17 @@ def test_per_row_generators_draw_each_row_on_its_own():
     assert tokens[1] == alone[0]  # row 1's draw is the same without rows 0 and 2
     with pytest.raises(ValueError, match="2 generators for 3 rows"):
         sample_next_tokens(logits, ones, k, p, gens()[:2])
+
+
+def test_stable_seed_is_the_same_in_every_process_and_tells_parts_apart():
+    import subprocess
+    import sys
+
+    parts = (0, 3, "rollout", 17, 2)
+    here = stable_seed(*parts)
+    code = f"from verl_ext.rollout.sampling import stable_seed; print(stable_seed(*{parts!r}))"
+    there = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert here == there and 0 <= here < 2**62
+    others = {stable_seed(0, 3, "rollout", 17, c) for c in range(200)} | {stable_seed(0, 3, "validate", 17, 2),
+                                                                           stable_seed(1, 3, "rollout", 17, 2)}
+    assert len(others) == 202

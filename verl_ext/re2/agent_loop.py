@@ -8,11 +8,17 @@ keeps that contract and replaces what a question's coroutine does for training b
 prefixes, m continuations per prefix (``verl_ext.re2.question_rollout``), each continuation written as one session
 whose prompt is prompt + prefix (so the prefix gets no loss) and whose reward is Re²'s three-way reward. Each row's
 ``uid`` field is then set to its prefix group (plus ``#redo`` for redo rows) for ``adv_estimator=re2``.
-Validation batches run verl's own path unchanged.
+Validation batches run verl's own path, each session's request seeded as below.
+
+Every sampled request carries a seed (``re2.request_seeds``, on by default) made from the run's seeds, the step,
+the dataset row and which request of that row it is: verl's server manager sends a request to whichever replica has
+the fewest in flight, so without it what a row draws depends on timing once there are two replicas (two ranks).
+With it a run on one node, the same run on two, and a run resumed from a checkpoint draw the same tokens.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import zlib
 
@@ -24,6 +30,7 @@ from verl_ext.data_plane import put_row_fields, row_key, set_question_status
 from verl_ext.re2.config import Re2Config
 from verl_ext.re2.question_rollout import filter_metric_values, rollout_question
 from verl_ext.re2.redo import RedoDetector
+from verl_ext.rollout.sampling import stable_seed
 from verl_ext.scoring.math_grader import default_grader
 
 FILTER_METRIC = "re2_filter"
@@ -41,6 +48,20 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
         self.re2 = re2_config_from(self.config)
         self.detector = RedoDetector(self.tokenizer, self.re2.redo_spec)
         self.grader = default_grader()
+        self.rollout_seed = int(self.config.actor_rollout_ref.rollout.get("seed", 0) or 0)
+
+    def _request_seed(self, trajectory: dict, uid: str, *call: object) -> int:
+        """One sampled request's seed: the run's seeds, the step, the dataset row (its uid if the data has no index)
+        and which of the row's requests it is (``call``); not the replica that serves it, nor when it arrives."""
+        row = trajectory.get("sample_index", uid)
+        return stable_seed(self.rollout_seed, self.re2.seed, trajectory.get("step"), row, *call)
+
+    async def _run_agent_loop(self, sampling_params: dict, trajectory: dict, **kwargs):
+        # Validation: verl's own agent loop, one session per sample; each session's request gets its seed here.
+        if trajectory["validate"] and self.re2.request_seeds and "seed" not in sampling_params:
+            seed = self._request_seed(trajectory, kwargs.get("uid"), "validate", kwargs.get("session_id"))
+            sampling_params = dict(sampling_params, seed=seed)
+        return await super()._run_agent_loop(sampling_params, trajectory, **kwargs)
 
     def _prompt_ids(self, messages) -> list[int]:
         kwargs = dict(self.config.data.get("apply_chat_template_kwargs", None) or {})
@@ -62,6 +83,12 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
             status = "failure"
         await set_question_status(uid, status)
 
+    async def _generate(self, uid: str, prompt_ids: list[int], sampling_params: dict):
+        out = await self.llm_client.generate(
+            request_id=f"{uid}-{random.getrandbits(64):x}", prompt_ids=prompt_ids, sampling_params=sampling_params,
+        )
+        return list(out.token_ids), out.log_probs, dict(out.extra_fields)
+
     async def _run_re2_question(self, prompt: dict, sampling_params: dict, trajectory: dict) -> None:
         uid = prompt["uid"]
         prompt.pop("__do_sample__", None)
@@ -71,12 +98,15 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
         if self.re2.stop_at_redo:
             params["stop"] = self.re2.stop_strings
 
-        async def generate(prompt_ids, max_tokens):
-            out = await self.llm_client.generate(
-                request_id=f"{uid}-{random.getrandbits(64):x}", prompt_ids=prompt_ids,
-                sampling_params=dict(params, max_tokens=max_tokens),
-            )
-            return list(out.token_ids), out.log_probs, dict(out.extra_fields)
+        calls = itertools.count()
+
+        def generate(prompt_ids, max_tokens):
+            # Not a coroutine function: the call's index, and so its seed, is taken when rollout_question asks (in
+            # its own order), not when the event loop gets to the request.
+            request = dict(params, max_tokens=max_tokens)
+            if self.re2.request_seeds:
+                request["seed"] = self._request_seed(trajectory, uid, "rollout", next(calls))
+            return self._generate(uid, prompt_ids, request)
 
         ground_truth = (prompt.get("reward_model") or {}).get("ground_truth")
         # The question's prefix draws depend on what verl's data loader gave (the step and the row's index), not on

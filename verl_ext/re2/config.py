@@ -49,6 +49,11 @@ class Re2Config:
     filter_degenerate_groups: bool = True
     overlong: OverlongConfig = OverlongConfig()
     seed: int = 0
+    # Every sampled request carries a seed derived from (rollout seed, re2.seed, step, dataset row, call): the draws
+    # do not depend on which rollout replica serves a request or when, so a run on one node, on several, and a run
+    # resumed from a checkpoint sample the same tokens. Off: the rollout engine seeds (vLLM at scale samples seeded
+    # requests one by one, a cost some users will not pay for reproducibility).
+    request_seeds: bool = True
 
     def __post_init__(self):
         if self.continuations_per_prefix < 2:

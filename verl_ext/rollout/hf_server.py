@@ -14,7 +14,9 @@ requests share their batch; a run, or a run resumed from a checkpoint, samples w
 seed samples (the engine gives every seeded sequence a generator of its own). That holds per replica: with several
 (several ranks), verl's server manager sends each request to the replica with the fewest requests in flight, so
 which replica counts a prompt's occurrences, and so the seeds, depends on timing; a request that carries its own
-``seed`` in its sampling parameters is reproducible everywhere.
+``seed`` in its sampling parameters is reproducible everywhere (an agent loop may seed every request). Each
+replica counts from its own base (rollout seed + replica rank, as verl seeds its vLLM replicas): two replicas
+serving copies of one prompt draw different sequences, not the same one twice.
 """
 
 from __future__ import annotations
@@ -173,8 +175,8 @@ class HFRolloutServer:
         if params.seed is None and not params.greedy:  # reproducible sampling: see the module doc
             key = tuple(prompt_ids)
             occurrence = self._occurrences[key] = self._occurrences.get(key, -1) + 1
-            params = dataclasses.replace(params, seed=request_seed(self.seed, self.global_steps, prompt_ids,
-                                                                   occurrence))
+            base = self.seed + self.replica_rank
+            params = dataclasses.replace(params, seed=request_seed(base, self.global_steps, prompt_ids, occurrence))
         if self._paused:
             if self._reject_while_paused:
                 return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted", extra_fields=self._extra())

@@ -8,9 +8,17 @@ plus the vLLM-style keys a recipe may add (``n``, ``stop``, ``stop_token_ids``, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Optional, Sequence
 
 import torch
+
+def stable_seed(*parts: object) -> int:
+    """A 62-bit seed from ``parts`` (ints, strings), the same in every process and run: Python's ``hash`` is salted
+    per process. 62 bits fit every engine's seed field (vLLM's and torch's generators take it)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 2
+
 
 # Keys vLLM accepts that change nothing for a transformers sampler here; accepted so recipes written for vLLM run.
 _NEUTRAL_KEYS = {"skip_special_tokens", "spaces_between_special_tokens", "detokenize", "include_stop_str_in_output"}
