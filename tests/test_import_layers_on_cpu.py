@@ -23,6 +23,7 @@ APPS = ("verl_ext.plugin", "verl_ext.doctor", "verl_ext.cpu_smoke")
 V1_OR_TQ = ("verl.trainer.ppo.v1", "transfer_queue")
 V1_OR_TQ_ALLOWED = {  # docs/verl_upgrade.md: the modules a verl without the v1 trainer and TransferQueue breaks
     "verl_ext.trainer_mode", "verl_ext.re2.agent_loop", "verl_ext.replay_buffer", "verl_ext.data_plane",
+    "verl_ext.seeded_agent_loop",
     "verl_ext.plugin",  # registers into the v1 trainer's registries when verl imports them
     "verl_ext.config_checks",  # looks a configured trainer mode up in the v1 registry (only with trainer.use_v1)
 }

@@ -92,6 +92,8 @@ SEAMS: tuple[Seam, ...] = (
          "a registered trainer mode reports 'sync' for verl's literal checks"),
     Seam("verl", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ._run_prompt", "override",
          ("self", "prompt", "sampling_params", "trajectory", "trace"), "Re²'s two-stage rollout per question"),
+    Seam("verl", "verl.experimental.agent_loop.agent_loop", "AgentLoopWorker._run_agent_loop", "override",
+         ("self", "sampling_params", "trajectory"), "each session's request seeded from the data"),
     Seam("verl", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ._agent_loop_postprocess", "call",
          ("self", "output", "validate"), "Re²'s rows go through verl's own post-processing"),
     Seam("verl", "verl.trainer.ppo.v1.replay_buffer", "ReplayBuffer.__init__", "subclass", ("self",

@@ -149,8 +149,10 @@ def test_node_loss_then_resume_on_a_fresh_cluster(tmp_path, cache, two_nodes):
 
 
 def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):
-    """The MemoryRewardBench judge (val_only) on the 2-node cluster, its second node lost once some pairs are judged,
-    then resumed on a fresh cluster: every pair judged exactly once."""
+    """The MemoryRewardBench judge (val_only) on the 2-node cluster, its ranks on both nodes, its second node lost once
+    some pairs are judged, then resumed on a fresh cluster: every pair judged exactly once, each output the same text
+    as the same judge's run with both ranks on one node (every request seeded from its row and prompt:
+    ``verl_ext.seeded_agent_loop``)."""
     import shutil
 
     from verl_ext.memrm.convert import main as convert_main
@@ -166,15 +168,21 @@ def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):
     # an untaught judge: what is checked is which pairs were judged, not the verdicts
     records = tmp_path / "records.jsonl"
 
-    def judge_on(cluster, parquet, **more_env):
-        extra = ["trainer.nnodes=2", "trainer.n_gpus_per_node=1", f"+ray_kwargs.ray_init.address={cluster.address}",
-                 "data.val_batch_size=10"]  # records land batch by batch
-        cmd, env = validation_command(tmp_path, judge, parquet, extra)
+    def judge_on(cluster, parquet, records_name="records.jsonl", **more_env):
+        extra = ["data.val_batch_size=10"]  # records land batch by batch
+        if cluster is None:  # one node, two ranks, verl starts Ray
+            extra += ["trainer.n_gpus_per_node=2"]
+        else:
+            extra += ["trainer.nnodes=2", "trainer.n_gpus_per_node=1", f"+ray_kwargs.ray_init.address={cluster.address}"]
+        cmd, env = validation_command(tmp_path, judge, parquet, extra, records=records_name)
         return WatchedRun(cmd, cwd=tmp_path, env=dict(env, **ENV, **more_env), log=tmp_path / "trainer.log")
 
     with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as cluster:
         first = judge_on(cluster, tmp_path / "all.parquet", **{HOLD_ENV: "10"})  # mid-evaluation by construction
         first.wait_for(lambda: records.exists() and len(records.read_text().splitlines()) >= 10, what="10 pairs")
+        placement = cluster.actor_nodes()
+        workers = set().union(*(nodes for name, nodes in placement.items() if name.endswith("WorkerDict")))
+        assert workers == set(cluster.node_ids()) and len(workers) == 2, placement
         cluster.kill_node(cluster.worker_nodes[0])
         assert first.wait() != 0
     assert first.leftover_processes() == []
@@ -186,3 +194,8 @@ def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):
         assert second.wait() == 0, second.log()[-6000:]
     judged = RecordStore(records).load()
     assert len(judged) == 50 and len({r["pair_id"] for r in judged.values()}) == 50  # none lost, none twice
+    alone = judge_on(None, tmp_path / "all.parquet", records_name="records_one_node.jsonl")
+    assert alone.wait() == 0, alone.log()[-6000:]
+    one_node = RecordStore(tmp_path / "records_one_node.jsonl").load()
+    assert {key: r["output"] for key, r in judged.items()} == {key: r["output"] for key, r in one_node.items()}
+    assert len({r["output"] for r in one_node.values()}) > 1  # sampled texts, not one repeated answer

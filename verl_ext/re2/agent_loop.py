@@ -24,14 +24,14 @@ import zlib
 
 from omegaconf import OmegaConf
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
-from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
 
 from verl_ext.data_plane import put_row_fields, row_key, set_question_status
 from verl_ext.re2.config import Re2Config
 from verl_ext.re2.question_rollout import filter_metric_values, rollout_question
 from verl_ext.re2.redo import RedoDetector
-from verl_ext.rollout.sampling import stable_seed
 from verl_ext.scoring.math_grader import default_grader
+from verl_ext.seeded_agent_loop import SeededWorker
 
 FILTER_METRIC = "re2_filter"
 
@@ -42,26 +42,22 @@ def re2_config_from(trainer_config) -> Re2Config:
     return Re2Config.from_mapping(values)
 
 
-class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
+class _Re2Worker(SeededWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.re2 = re2_config_from(self.config)
         self.detector = RedoDetector(self.tokenizer, self.re2.redo_spec)
         self.grader = default_grader()
-        self.rollout_seed = int(self.config.actor_rollout_ref.rollout.get("seed", 0) or 0)
 
-    def _request_seed(self, trajectory: dict, uid: str, *call: object) -> int:
-        """One sampled request's seed: the run's seeds, the step, the dataset row (its uid if the data has no index)
-        and which of the row's requests it is (``call``); not the replica that serves it, nor when it arrives."""
-        row = trajectory.get("sample_index", uid)
-        return stable_seed(self.rollout_seed, self.re2.seed, trajectory.get("step"), row, *call)
+    # Seeding (verl_ext.seeded_agent_loop): validation sessions through verl's own loop, training requests below.
+    def seeds_requests(self) -> bool:
+        return self.re2.request_seeds
 
-    async def _run_agent_loop(self, sampling_params: dict, trajectory: dict, **kwargs):
-        # Validation: verl's own agent loop, one session per sample; each session's request gets its seed here.
-        if trajectory["validate"] and self.re2.request_seeds and "seed" not in sampling_params:
-            seed = self._request_seed(trajectory, kwargs.get("uid"), "validate", kwargs.get("session_id"))
-            sampling_params = dict(sampling_params, seed=seed)
-        return await super()._run_agent_loop(sampling_params, trajectory, **kwargs)
+    def seed_base(self) -> tuple:
+        return self.rollout_seed, self.re2.seed
+
+    def session_call(self, trajectory: dict, session_id, prompt: dict) -> tuple:
+        return "validate", session_id  # a Re² dataset's rows have their own index
 
     def _prompt_ids(self, messages) -> list[int]:
         kwargs = dict(self.config.data.get("apply_chat_template_kwargs", None) or {})
@@ -104,7 +100,7 @@ class _Re2Worker(AgentLoopWorkerTQ.__ray_actor_class__):
             # Not a coroutine function: the call's index, and so its seed, is taken when rollout_question asks (in
             # its own order), not when the event loop gets to the request.
             request = dict(params, max_tokens=max_tokens)
-            if self.re2.request_seeds:
+            if self.seeds_requests():
                 request["seed"] = self._request_seed(trajectory, uid, "rollout", next(calls))
             return self._generate(uid, prompt_ids, request)
 
