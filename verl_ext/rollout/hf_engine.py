@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from verl_ext.rollout.sampling import SamplingParams, apply_repetition_penalty, sample_next_tokens
+from verl_ext.rollout.sampling import SamplingParams, apply_repetition_penalty, sample_next_tokens, stable_seed
 
 
 @dataclasses.dataclass
@@ -32,10 +32,7 @@ class Generation:
 
 def row_seed(seed: int, copy: int) -> int:
     """The seed of the ``copy``-th sequence of a request seeded ``seed`` (a stable 62-bit mix)."""
-    import hashlib
-
-    digest = hashlib.blake2b(f"{int(seed)}:{int(copy)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 2
+    return stable_seed(int(seed), int(copy))
 
 
 class HFGenerationEngine:

@@ -31,7 +31,7 @@ import torch
 
 from verl_ext.rollout.hf_engine import HFGenerationEngine
 from verl_ext.rollout.model_hooks import engine_keys, model_hooks
-from verl_ext.rollout.sampling import SamplingParams
+from verl_ext.rollout.sampling import SamplingParams, stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,8 @@ BATCH_WINDOW_S = 0.005
 def request_seed(base: int, weights_step: Optional[int], prompt_ids: list[int], occurrence: int) -> int:
     """A stable 62-bit seed for the ``occurrence``-th request for ``prompt_ids`` under the weights of
     ``weights_step`` (None before the first sync)."""
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{int(base)}:{-1 if weights_step is None else int(weights_step)}:{int(occurrence)}:".encode())
-    digest.update(",".join(map(str, prompt_ids)).encode())
-    return int.from_bytes(digest.digest(), "little") >> 2
+    step = -1 if weights_step is None else int(weights_step)
+    return stable_seed(int(base), step, int(occurrence), ",".join(map(str, prompt_ids)))
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+
 def stable_seed(*parts: object) -> int:
     """A 62-bit seed from ``parts`` (ints, strings), the same in every process and run: Python's ``hash`` is salted
     per process. 62 bits fit every engine's seed field (vLLM's and torch's generators take it)."""
