@@ -16,7 +16,7 @@ def test_elastic_grpo_two_steps(tmp_path, smoke_cache):
     out = tmp_path / "runs"
     model_dir = prepare_model(smoke_cache)
     adapter, expected_msr = fixed_routing_adapter(model_dir, tmp_path / "routers.safetensors", {0})
-    result = run(out, config_name="elastic_grpo_cpu_smoke", steps=2, quiet=True, cache=smoke_cache,
+    result = run(out, config_name="elastic_grpo_cpu_smoke", steps=2, quiet=True, cache=smoke_cache, validate=False,
                  extra=[f"actor_rollout_ref.model.override_config.elastic_adapter={adapter}"])
     assert result["returncode"] == 0, open(result["log"]).read()[-4000:]
     records = [r for r in read_metrics(result["metrics"]) if "timing_s/step" in r["data"]]

@@ -2,17 +2,19 @@
 each declaring its CPUs and one logical GPU slot, and the README's main job pointed at it as a user points a run at
 a cluster (``trainer.nnodes=2 trainer.n_gpus_per_node=1 +ray_kwargs.ray_init.address=ADDR``).
 
-- The two FSDP ranks land on the two nodes (Ray's actor table says where each ran), train over gloo across them and
-  finish every step and both validations.
-- Losing the second node after a checkpoint ends the run within ``node_watch.BOUND_S`` with a message naming the node
-  and how to resume; ``--resume`` on a fresh cluster continues from that checkpoint (not from the start) to the end.
+- The two FSDP ranks land on the two nodes (Ray's actor table says where each ran) and train over gloo across them.
+- Losing the second node once step 1 is logged and checkpointed ends the run within ``node_watch.BOUND_S`` with a
+  message naming the node and how to resume; ``--resume`` on a fresh cluster continues from that checkpoint (not from
+  the start) to the end.
 - The MemoryRewardBench judge run on the cluster, its node lost mid-evaluation, resumed: no pair lost or judged twice.
-- Every figure of every step and both validations equals, bit for bit, the same run with both ranks on one node, and
-  the resumed run's equal the uninterrupted run's (only timings and memory differ). The bound is exact by
-  construction: every sampled request carries its own seed (``re2.request_seeds``), so which of the two rollout
-  replicas serves it does not matter; a step's batch is the same groups in the same order whatever finished first
-  (the deterministic replay buffer, uids drawn in dispatch order); FSDP's gradient all-reduce over two ranks adds two
-  numbers, which is order-free; the checkpoint holds the weights, the optimizer and the data loader's position.
+- The two-node run, up to the loss and then resumed, equals bit for bit the same run with both ranks on one node,
+  uninterrupted: every figure of every step and both validations (only timings and memory differ). One comparison
+  covers both claims (two nodes = one node; a resumed run = an uninterrupted one): steps 0-1 come from the run before
+  the loss, step 2 and the final validation from the resumed run. The bound is exact by construction: every sampled
+  request carries its own seed (``re2.request_seeds``), so which of the two rollout replicas serves it does not
+  matter; a step's batch is the same groups in the same order whatever finished first (the deterministic replay
+  buffer, uids drawn in dispatch order); FSDP's gradient all-reduce over two ranks adds two numbers, which is
+  order-free; the checkpoint holds the weights, the optimizer and the data loader's position.
 """
 
 import json
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from verl_ext.cpu_smoke import read_metrics
+from verl_ext.cpu_smoke import read_metrics, val_accuracy
 from verl_ext.platform.node_watch import BOUND_S
 from verl_ext.testing.ray_cluster import LocalCluster
 from verl_ext.testing.watched_run import WatchedRun
@@ -80,72 +82,93 @@ def cache(smoke_cache):
     return smoke_cache
 
 
+def _logged_and_checkpointed(out: Path, step: int) -> bool:
+    """Step ``step``'s metrics are in the run's metrics file and its checkpoint (with the HF folder) is written."""
+    return any(step in _steps(m) for m in out.rglob("metrics.jsonl")) and any(
+        out.rglob(f"global_step_{step}/actor/huggingface/config.json"))
+
+
+def _workers(placement: dict[str, set[str]]) -> set[str]:
+    """Nodes of verl's FSDP ranks: one colocated WorkerDict actor per rank (actor, reference and rollout share it)."""
+    return set().union(*(nodes for name, nodes in placement.items() if name.endswith("WorkerDict")))
+
+
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory, cache):
-    """The main job, uninterrupted, on a fresh 2-node cluster; (summary, actor placement, node ids)."""
+def lost_and_resumed(tmp_path_factory, cache):
+    """The main job on a fresh 2-node cluster, its second node killed once step 1 is logged and checkpointed, then
+    ``--resume`` on a fresh 2-node cluster (the address from RAY_ADDRESS, as a user's shell gives it) to the end."""
+    out = tmp_path_factory.mktemp("two_nodes")
     with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as cluster:
-        run = _main_job(tmp_path_factory.mktemp("two_nodes"), cache, address=cluster.address)
-        summary = _summary(run)
+        run = _main_job(out, cache, address=cluster.address)
+        run.wait_for(lambda: _logged_and_checkpointed(out, 1), what="step 1, logged and checkpointed")
+        node_ids = set(cluster.node_ids())  # before the loss: the lost node leaves the list, not the actor table
+        lost_at = time.monotonic()
+        cluster.kill_node(cluster.worker_nodes[0])
+        code = run.wait()
+        ended_after = time.monotonic() - lost_at
+        lost = {"code": code, "ended_after": ended_after, "placement": cluster.actor_nodes(), "node_ids": node_ids,
+                "leftovers": run.leftover_processes(),
+                "log": run.log() + "".join(p.read_text() for p in out.rglob("trainer.log"))}
+    run_dir = next(out.glob("re2_cpu_smoke/*-s0"))
+    with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as fresh:
+        run = _main_job(out, cache, "--resume", str(run_dir), address=fresh.address, via_env=True)
+        resumed = _summary(run)
         assert run.leftover_processes() == [] and run.leftover_segments() == []
-        return summary, cluster.actor_nodes(), set(cluster.node_ids())
+        placement, node_ids = fresh.actor_nodes(), set(fresh.node_ids())
+    before = run_dir / "metrics-until-step1.jsonl"  # the run before the loss (cpu_smoke keeps it on --resume)
+    return {"lost": lost, "resumed": resumed, "resumed_placement": placement, "resumed_node_ids": node_ids,
+            "before": _figures(before), "before_steps": _steps(before)}
 
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory, cache):
-    """The same run with both ranks on one node (verl starts Ray itself)."""
+    """The same run with both ranks on one node (verl starts Ray itself), uninterrupted."""
     return _summary(_main_job(tmp_path_factory.mktemp("one_node"), cache))
 
 
-def test_ranks_land_on_both_nodes(two_nodes):
-    _, placement, node_ids = two_nodes
-    # verl's FSDP ranks: one colocated WorkerDict actor per rank (actor, reference and rollout share it)
-    workers = set().union(*(nodes for name, nodes in placement.items() if name.endswith("WorkerDict")))
-    assert len(node_ids) == 2 and workers == node_ids, placement
+def test_ranks_land_on_both_nodes(lost_and_resumed):
+    for placement, node_ids in ((lost_and_resumed["lost"]["placement"], lost_and_resumed["lost"]["node_ids"]),
+                                (lost_and_resumed["resumed_placement"], lost_and_resumed["resumed_node_ids"])):
+        assert len(node_ids) == 2 and _workers(placement) == node_ids, placement
 
 
-def test_every_step_and_both_validations_finish_on_two_nodes(two_nodes):
-    summary, _, _ = two_nodes
-    steps = _steps(Path(summary["metrics"]))
+def test_losing_a_node_ends_the_run_naming_it_and_how_to_resume(lost_and_resumed):
+    lost = lost_and_resumed["lost"]
+    assert lost["code"] != 0
+    assert lost["ended_after"] < BOUND_S, lost["ended_after"]
+    assert "was lost during the run" in lost["log"] and "trainer.resume_mode=auto" in lost["log"], lost["log"][-4000:]
+    assert lost["leftovers"] == []
+    assert sorted(lost_and_resumed["before_steps"]) == [1]  # lost during step 2, after step 1's checkpoint
+
+
+def test_resume_continues_from_the_checkpoint(lost_and_resumed):
+    after = _steps(Path(lost_and_resumed["resumed"]["metrics"]))
+    assert sorted(after) == list(range(2, STEPS + 1))  # continued from the step-1 checkpoint, not from the start
+
+
+def test_every_step_and_both_validations_finish_on_two_nodes(lost_and_resumed):
+    resumed = lost_and_resumed["resumed"]
+    steps = {**lost_and_resumed["before_steps"], **_steps(Path(resumed["metrics"]))}
     assert sorted(steps) == list(range(1, STEPS + 1))
     for step, data in steps.items():
         for key in FINITE:
             assert key in data and math.isfinite(data[key]), (step, key)
         assert data["actor/grad_norm"] >= 0 and data["re2/num_continuations"] == 32  # 8 questions x 2 x 2
-    assert 0 <= summary["val_acc_start"] <= 1 and 0 <= summary["val_acc_end"] <= 1
+    assert 0 <= val_accuracy(lost_and_resumed["before"][0]) <= 1 and 0 <= resumed["val_acc_end"] <= 1
 
 
-def test_two_nodes_train_bit_for_bit_as_one(two_nodes, one_node):
-    apart, together = _figures(Path(two_nodes[0]["metrics"])), _figures(Path(one_node["metrics"]))
-    assert sorted(apart) == [0, *range(1, STEPS + 1)]  # step 0: the validation before training
-    assert apart == together
+def test_two_nodes_lost_and_resumed_train_bit_for_bit_as_one_node_uninterrupted(lost_and_resumed, one_node):
+    """Steps 0 (the validation before training) and 1 from the run before the loss, step 2 and the final validation
+    from the resumed run (which also validates its checkpoint first, at step 1: not part of the comparison)."""
+    resumed = _figures(Path(lost_and_resumed["resumed"]["metrics"]))
+    apart = {**lost_and_resumed["before"], **{step: figures for step, figures in resumed.items() if step >= 2}}
+    together = _figures(Path(one_node["metrics"]))
+    assert sorted(apart) == sorted(together) == [0, *range(1, STEPS + 1)]
+    for step in together:  # one step at a time, so a failure names the step (and so which claim broke)
+        assert apart[step] == together[step], (step, {k: (apart[step].get(k), v) for k, v in together[step].items()
+                                                      if apart[step].get(k) != v})
     assert apart[STEPS]["critic/score/mean"] > 0 and apart[STEPS]["re2/generated_tokens"] > 0  # figures, not blanks
-
-
-def test_node_loss_then_resume_on_a_fresh_cluster(tmp_path, cache, two_nodes):
-    out = tmp_path / "lost"
-    with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as cluster:
-        run = _main_job(out, cache, address=cluster.address)
-        run.wait_for(lambda: any(out.rglob("global_step_1/actor/huggingface/config.json")), what="the step-1 checkpoint")
-        lost_at = time.monotonic()
-        cluster.kill_node(cluster.worker_nodes[0])
-        code = run.wait()
-        ended_after = time.monotonic() - lost_at
-    assert code != 0
-    assert ended_after < BOUND_S, ended_after
-    log = run.log() + "".join(p.read_text() for p in out.rglob("trainer.log"))
-    assert "was lost during the run" in log and "trainer.resume_mode=auto" in log, log[-4000:]
-    assert run.leftover_processes() == []
-    run_dir = next(out.glob("re2_cpu_smoke/*-s0"))
-    with LocalCluster(nodes=2, cpus_per_node=CPUS_PER_NODE, gpus_per_node=1) as fresh:
-        resumed = _summary(_main_job(out, cache, "--resume", str(run_dir), address=fresh.address, via_env=True))
-    after = _steps(Path(resumed["metrics"]))
-    assert sorted(after) == list(range(2, STEPS + 1))  # continued from the step-1 checkpoint, not from the start
-    assert all(math.isfinite(after[step][key]) for step in after for key in FINITE)
-    # the steps after the checkpoint and the final validation: as the uninterrupted run's, bit for bit
-    uninterrupted = _figures(Path(two_nodes[0]["metrics"]))
-    continued = {step: figures for step, figures in _figures(Path(resumed["metrics"])).items() if step >= 2}
-    assert continued == {step: uninterrupted[step] for step in range(2, STEPS + 1)}
-    assert resumed["val_acc_end"] == two_nodes[0]["val_acc_end"]
+    assert lost_and_resumed["resumed"]["val_acc_end"] == one_node["val_acc_end"]
 
 
 def test_memrm_judge_on_two_nodes_survives_losing_one(tmp_path, tiny_model_dir):

@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 GAP, GAP_MEAN = 1e-2, 1e-4
 FAILURE_BOUND_S = 120
 ENV = {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+# Runs that check training steps or failures only skip the validations before and after (test_re2_main_job keeps them)
+NO_VALIDATION = ("trainer.val_before_train=false", "trainer.test_freq=-1")
 
 
 def _main_job(out: Path, cache: Path, *args: str) -> WatchedRun:
@@ -115,7 +117,7 @@ def test_weights_synced_every_step(tmp_path, cache):
 
     summary = _finish(_main_job(tmp_path, cache, "--config-name", "cpu_smoke", "--steps", "3",
                                 "actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.actor.optim.lr=2e-3",
-                                "trainer.save_freq=1"))
+                                "trainer.save_freq=1", *NO_VALIDATION))
     steps = _steps(summary)
     assert len(steps) == 3
     for data in steps:
@@ -140,7 +142,7 @@ def test_elastic_grpo_with_the_elastic_vllm_model(tmp_path, cache):
 
     adapter, _ = fixed_routing_adapter(prepare_model(cache, head_dim=32), tmp_path / "routers.safetensors", {0})
     summary = _finish(_main_job(tmp_path, cache, "--config-name", "elastic_grpo_vllm_cpu_smoke", "--steps", "3",
-                                f"actor_rollout_ref.model.override_config.elastic_adapter={adapter}"))
+                                f"actor_rollout_ref.model.override_config.elastic_adapter={adapter}", *NO_VALIDATION))
     steps = _steps(summary)
     assert len(steps) == 3
     for data in steps:
@@ -153,7 +155,7 @@ def test_failed_weight_sync_ends_the_run(tmp_path, cache):
     """A weight load that fails in the vLLM worker (vLLM's own oneDNN packing, which drops the weights verl syncs
     into: VERL_EXT_VLLM_KEEP_WEIGHTS=0) ends the run with the engine's error and the step, not a hang."""
     run = _main_job(tmp_path, cache, "--config-name", "cpu_smoke", "--steps", "2", "actor_rollout_ref.rollout.name=vllm",
-                    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_EXT_VLLM_KEEP_WEIGHTS=0")
+                    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_EXT_VLLM_KEEP_WEIGHTS=0", *NO_VALIDATION)
     _finish(run, ok=False)
     log = _trainer_log(tmp_path)
     assert "RolloutEngineError: verl's vLLM rollout: the weight sync before the first step failed" in log
@@ -163,7 +165,8 @@ def test_failed_weight_sync_ends_the_run(tmp_path, cache):
 def test_crashed_worker_ends_the_run(tmp_path, cache):
     """The vLLM worker process dies (SIGKILL) after the first step: the run ends within FAILURE_BOUND_S naming the
     step and the dead engine, and leaves nothing behind."""
-    run = _main_job(tmp_path, cache, "--config-name", "cpu_smoke", "--steps", "6", "actor_rollout_ref.rollout.name=vllm")
+    run = _main_job(tmp_path, cache, "--config-name", "cpu_smoke", "--steps", "6", "actor_rollout_ref.rollout.name=vllm",
+                    *NO_VALIDATION)
     run.wait_for(lambda: any(r["step"] >= 1 and "timing_s/step" in r["data"]
                              for m in tmp_path.rglob("metrics.jsonl") for r in read_metrics(m)), what="step 1")
     killed = run.kill_descendant(lambda p: "Worker" in p.name() and "VLLM" in " ".join(p.cmdline() + [p.name()]))
